@@ -1,0 +1,2 @@
+-- Reverses 0002_agents.
+DROP TABLE IF EXISTS agents;

@@ -1,0 +1,2 @@
+-- Reverses 0004_jobs.
+DROP TABLE IF EXISTS jobs;

@@ -1,0 +1,188 @@
+//! # certctl-server
+//!
+//! A certificate lifecycle control plane on PostgreSQL.
+//!
+//! ## Map of the modules
+//! - [`config`]: every `CERTCTL_*` setting, parsed once before anything binds.
+//! - [`db`]: pool, embedded migrations (sqlx migrator, advisory-locked), demo seed.
+//! - [`http`]: router, middleware (request id, tracing, body limit), the error envelope, and one
+//!   module per resource.
+//! - [`pg_embedded`]: a throw-away PostgreSQL cluster for development, tests and the harness.
+//!
+//! ## Data flow
+//! A request enters [`http::router`], gets a request id, is authenticated by an extractor,
+//! and its handler talks to PostgreSQL through small query functions. Background work (the
+//! scheduler's loops) reads and writes the same tables; replicas coordinate only through the
+//! database (row locks, advisory locks), never through each other.
+
+pub mod config;
+pub mod db;
+pub mod http;
+pub mod pg_embedded;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// Shared state handed to every handler and background loop. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database pool.
+    pub pool: PgPool,
+    /// The parsed configuration.
+    pub config: Arc<Config>,
+    /// This replica's identity.
+    pub instance_id: Arc<str>,
+    /// Cancelled when the process begins shutting down.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// Connects, migrates (unless disabled) and seeds (if asked): everything before binding.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        if config.database_migrate {
+            db::migrate::run(&config.database_url).await.context("database migrations")?;
+        }
+        let pool = db::connect(&config.database_url, config.database_max_conns)
+            .await
+            .context("connecting to CERTCTL_DATABASE_URL")?;
+        if config.demo_seed {
+            db::demo_seed(&pool).await.context("loading the demo seed")?;
+        }
+        let instance_id: Arc<str> = config.instance_id().into();
+        Ok(AppState { pool, config: Arc::new(config), instance_id, shutdown: CancellationToken::new() })
+    }
+}
+
+/// Builds the application router.
+pub fn app(state: AppState) -> axum::Router {
+    http::router(state)
+}
+
+/// A running server's handles, for tests and `main`.
+pub struct RunningServer {
+    /// Address actually bound.
+    pub addr: SocketAddr,
+    /// The state the server runs with.
+    pub state: AppState,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Begins a graceful shutdown and waits for it to finish.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.state.shutdown.cancel();
+        self.task.await.context("server task panicked")?
+    }
+
+    /// Waits until the server stops (after `state.shutdown` is cancelled).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task panicked")?
+    }
+}
+
+/// Serves `state` on `listener` until `state.shutdown` is cancelled, then drains in-flight
+/// requests, stops background work and closes the pool.
+pub async fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<RunningServer> {
+    let addr = listener.local_addr()?;
+    let router = app(state.clone());
+    let shutdown = state.shutdown.clone();
+    let drain_timeout = state.config.shutdown_timeout;
+    let st = state.clone();
+    let tls = match (&state.config.server_tls_cert_path, &state.config.server_tls_key_path) {
+        (Some(cert), Some(key)) => {
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+            Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
+                    .await
+                    .context("loading CERTCTL_SERVER_TLS_CERT_PATH / CERTCTL_SERVER_TLS_KEY_PATH")?,
+            )
+        }
+        _ => None,
+    };
+    let task = tokio::spawn(async move {
+        match tls {
+            None => {
+                axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                    .await?;
+            }
+            Some(tls) => {
+                let handle = axum_server::Handle::new();
+                let h = handle.clone();
+                let sd = shutdown.clone();
+                tokio::spawn(async move {
+                    sd.cancelled().await;
+                    h.graceful_shutdown(Some(drain_timeout));
+                });
+                axum_server::from_tcp_rustls(listener.into_std()?, tls)?
+                    .handle(handle)
+                    .serve(router.into_make_service_with_connect_info::<SocketAddr>())
+                    .await?;
+            }
+        }
+        finish(&st, drain_timeout).await;
+        Ok(())
+    });
+    Ok(RunningServer { addr, state, task })
+}
+
+/// After the listener stops: wait for background work, then close the pool.
+async fn finish(state: &AppState, _drain_timeout: Duration) {
+    state.pool.close().await;
+}
+
+/// Runs the server until SIGINT/SIGTERM: the body of `main`.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let addr = SocketAddr::new(config.server_host, config.server_port);
+    let tls = config.server_tls_cert_path.is_some();
+    let state = AppState::build(config).await?;
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    if !tls {
+        tracing::warn!("CERTCTL_SERVER_TLS_CERT_PATH is not set: serving plain HTTP");
+    }
+    let server = serve(listener, state).await?;
+    tracing::info!(addr = %server.addr, instance = %server.state.instance_id, tls, "certctl-server listening");
+    let token = server.state.shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received: draining");
+        token.cancel();
+    });
+    server.wait().await?;
+    tracing::info!("certctl-server stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Sets up `tracing` in the configured format.
+pub fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        config::LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        config::LogFormat::Pretty => builder.try_init(),
+    };
+}

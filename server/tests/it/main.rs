@@ -1,0 +1,6 @@
+//! Integration tests of certctl-server against a real PostgreSQL (one binary, one cluster,
+//! a fresh database per test).
+
+mod boot;
+mod migrations;
+mod support;
