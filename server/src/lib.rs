@@ -7,7 +7,10 @@
 //! - [`db`]: pool, embedded migrations (sqlx migrator, advisory-locked), demo seed.
 //! - [`http`]: router, middleware (request id, tracing, body limit), the error envelope, and one
 //!   module per resource.
+//! - [`issuance`]: the local CA and the signing entry points.
+//! - [`metrics`]: process-local counters and histograms for `/metrics`.
 //! - [`pg_embedded`]: a throw-away PostgreSQL cluster for development, tests and the harness.
+//! - [`ratelimit`]: the sliding-window `Limiter` trait and its backends.
 //!
 //! ## Data flow
 //! A request enters [`http::router`], gets a request id, is authenticated by an extractor,
@@ -18,7 +21,10 @@
 pub mod config;
 pub mod db;
 pub mod http;
+pub mod issuance;
+pub mod metrics;
 pub mod pg_embedded;
+pub mod ratelimit;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +48,8 @@ pub struct AppState {
     pub instance_id: Arc<str>,
     /// Cancelled when the process begins shutting down.
     pub shutdown: CancellationToken,
+    /// Process-local counters and histograms.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -57,7 +65,13 @@ impl AppState {
             db::demo_seed(&pool).await.context("loading the demo seed")?;
         }
         let instance_id: Arc<str> = config.instance_id().into();
-        Ok(AppState { pool, config: Arc::new(config), instance_id, shutdown: CancellationToken::new() })
+        Ok(AppState {
+            pool,
+            config: Arc::new(config),
+            instance_id,
+            shutdown: CancellationToken::new(),
+            metrics: Arc::new(metrics::Metrics::default()),
+        })
     }
 }
 
