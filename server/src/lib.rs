@@ -3,6 +3,7 @@
 //! A certificate lifecycle control plane on PostgreSQL.
 //!
 //! ## Map of the modules
+//! - [`acme`]: the ACME server (RFC 8555, ARI RFC 9773) under `/acme/`, authenticated by JWS.
 //! - [`config`]: every `CERTCTL_*` setting, parsed once before anything binds.
 //! - [`db`]: pool, embedded migrations (sqlx migrator, advisory-locked), demo seed.
 //! - [`http`]: router, middleware (request id, tracing, body limit), the error envelope, and one
@@ -18,6 +19,7 @@
 //! scheduler's loops) reads and writes the same tables; replicas coordinate only through the
 //! database (row locks, advisory locks), never through each other.
 
+pub mod acme;
 pub mod config;
 pub mod db;
 pub mod http;
@@ -50,6 +52,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Process-local counters and histograms.
     pub metrics: Arc<metrics::Metrics>,
+    /// ACME server state: profile cache, http-01 client, rate limiters.
+    pub acme: Arc<acme::AcmeState>,
 }
 
 impl AppState {
@@ -65,12 +69,14 @@ impl AppState {
             db::demo_seed(&pool).await.context("loading the demo seed")?;
         }
         let instance_id: Arc<str> = config.instance_id().into();
+        let acme = acme::AcmeState::new(&config, acme::AcmeLimiters::in_memory()).context("building the ACME state")?;
         Ok(AppState {
             pool,
             config: Arc::new(config),
             instance_id,
             shutdown: CancellationToken::new(),
             metrics: Arc::new(metrics::Metrics::default()),
+            acme: Arc::new(acme),
         })
     }
 }

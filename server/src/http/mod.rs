@@ -19,6 +19,8 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_size;
     Router::new()
         .merge(health::router())
+        // ACME authenticates by JWS, never by API key (contract §3): outside any auth layer.
+        .merge(crate::acme::router(state.clone()))
         .fallback(error::not_found_fallback)
         .method_not_allowed_fallback(error::method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(max_body))
