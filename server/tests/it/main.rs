@@ -4,3 +4,4 @@
 mod boot;
 mod migrations;
 mod support;
+mod workflows;
