@@ -221,6 +221,8 @@ async fn start_dev() -> (std::process::Child, std::path::PathBuf, u16) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("certctl-dev never became ready");
 }
 
