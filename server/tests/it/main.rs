@@ -6,3 +6,4 @@ mod acme_client;
 mod boot;
 mod migrations;
 mod support;
+mod workflows;
