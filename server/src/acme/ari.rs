@@ -165,4 +165,34 @@ mod tests {
         let (s, e) = suggested_window(nb, na, 30, true, nb);
         assert!(e < nb && s < e);
     }
+
+    mod prop {
+        use super::super::*;
+        use crate::acme::jws::b64e;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn parse_cert_id_never_panics(s in "\\PC{0,120}") {
+                let _ = parse_cert_id(&s);
+            }
+
+            #[test]
+            fn ids_without_exactly_one_dot_are_rejected(s in "[A-Za-z0-9_-]{0,80}") {
+                prop_assert!(parse_cert_id(&s).is_err());
+                let three = format!("{s}.{s}.{s}");
+                prop_assert!(parse_cert_id(&three).is_err());
+            }
+
+            #[test]
+            fn valid_ids_round_trip(aki in proptest::collection::vec(any::<u8>(), 1..40), mut serial in proptest::collection::vec(any::<u8>(), 1..20)) {
+                // Make the serial a minimal positive DER integer value.
+                serial[0] &= 0x7f;
+                if serial[0] == 0 && serial.len() > 1 { serial[1] |= 0x80; }
+                let id = parse_cert_id(&format!("{}.{}", b64e(&aki), b64e(&serial))).expect("valid");
+                prop_assert_eq!(id.aki, aki);
+                prop_assert_eq!(id.serial, serial);
+            }
+        }
+    }
 }

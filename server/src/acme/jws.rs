@@ -382,4 +382,46 @@ mod tests {
         tampered.payload_b64 = b64e(b"{\"x\":1}");
         assert!(tampered.verify_with(&jwk).is_err());
     }
+
+    mod prop {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn parse_never_panics_and_rejects_random_bytes(body in proptest::collection::vec(any::<u8>(), 0..600)) {
+                prop_assert!(parse(&body).is_err());
+            }
+
+            #[test]
+            fn parse_never_panics_on_random_members(p in "\\PC{0,80}", pl in "[A-Za-z0-9_=-]{0,80}", sig in "\\PC{0,80}") {
+                let body = serde_json::json!({"protected": p, "payload": pl, "signature": sig}).to_string();
+                let _ = parse(body.as_bytes());
+            }
+
+            #[test]
+            fn a_well_formed_jws_with_a_random_signature_never_verifies(
+                alg in prop_oneof![Just("ES256".to_string()), Just("RS256".to_string()), Just("EdDSA".to_string()), Just("HS256".to_string()), Just("none".to_string()), "[A-Za-z0-9]{0,8}"],
+                x in proptest::collection::vec(any::<u8>(), 32),
+                y in proptest::collection::vec(any::<u8>(), 32),
+                sig in proptest::collection::vec(any::<u8>(), 0..130),
+                payload in "\\PC{0,40}",
+            ) {
+                let header = serde_json::json!({
+                    "alg": alg, "nonce": "n", "url": "http://h/acme/new-account",
+                    "jwk": {"kty": "EC", "crv": "P-256", "x": b64e(&x), "y": b64e(&y)},
+                });
+                let body = serde_json::json!({
+                    "protected": b64e(header.to_string().as_bytes()),
+                    "payload": b64e(payload.as_bytes()),
+                    "signature": b64e(&sig),
+                }).to_string();
+                let outcome = parse(body.as_bytes()).and_then(|j| {
+                    let k = j.header.jwk.clone().ok_or_else(|| Problem::malformed("no jwk"))?;
+                    j.verify_with(&k)
+                });
+                prop_assert!(outcome.is_err());
+            }
+        }
+    }
 }
