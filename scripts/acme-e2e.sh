@@ -127,7 +127,7 @@ for KT in $KEY_TYPES; do
   log "[$KT] issued: $(openssl x509 -in "$CRT" -noout -serial -enddate | tr '\n' ' ')"
 
   log "[$KT] lego revoke"
-  "${LEGO[@]}" revoke >"$WORK/lego-$KT-revoke.log" 2>&1 || { cat "$WORK/lego-$KT-revoke.log" >&2; fail "[$KT] lego revoke failed"; }
+  "${LEGO[@]}" revoke --keep --reason 4 >"$WORK/lego-$KT-revoke.log" 2>&1 || { cat "$WORK/lego-$KT-revoke.log" >&2; fail "[$KT] lego revoke failed"; }
   # A second revocation must be refused (alreadyRevoked): the first one really happened.
   if "${LEGO[@]}" revoke >"$WORK/lego-$KT-revoke2.log" 2>&1; then
     fail "[$KT] a second revocation succeeded; the first did not take effect"
