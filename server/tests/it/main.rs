@@ -3,4 +3,5 @@
 
 mod boot;
 mod migrations;
+mod ratelimit;
 mod support;
