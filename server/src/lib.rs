@@ -23,6 +23,7 @@ pub mod db;
 pub mod http;
 pub mod issuance;
 pub mod metrics;
+pub mod notify;
 pub mod pg_embedded;
 pub mod ratelimit;
 
@@ -50,6 +51,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Process-local counters and histograms.
     pub metrics: Arc<metrics::Metrics>,
+    /// Loaded local CAs (one per `GenericCA` issuer), loaded on first use.
+    pub cas: Arc<issuance::CaCache>,
 }
 
 impl AppState {
@@ -71,6 +74,7 @@ impl AppState {
             instance_id,
             shutdown: CancellationToken::new(),
             metrics: Arc::new(metrics::Metrics::default()),
+            cas: Arc::new(issuance::CaCache::default()),
         })
     }
 }

@@ -2,6 +2,7 @@
 //! a fresh database per test).
 
 mod boot;
+mod issuance;
 mod migrations;
 mod ratelimit;
 mod support;
