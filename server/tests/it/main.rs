@@ -5,4 +5,5 @@ mod boot;
 mod issuance;
 mod migrations;
 mod ratelimit;
+mod scheduler;
 mod support;
