@@ -4,6 +4,7 @@
 mod boot;
 mod issuance;
 mod migrations;
+mod notify;
 mod ratelimit;
 mod scheduler;
 mod support;
