@@ -11,7 +11,9 @@
 //! - [`issuance`]: the local CA and the signing entry points.
 //! - [`metrics`]: process-local counters and histograms for `/metrics`.
 //! - [`pg_embedded`]: a throw-away PostgreSQL cluster for development, tests and the harness.
+//! - [`notify`]: notification events and their delivery (webhook, email, log) with retry/dead.
 //! - [`ratelimit`]: the sliding-window `Limiter` trait and its backends.
+//! - [`scheduler`]: leader election and the background loops (job processor, renewal check, …).
 //!
 //! ## Data flow
 //! A request enters [`http::router`], gets a request id, is authenticated by an extractor,
@@ -25,8 +27,10 @@ pub mod db;
 pub mod http;
 pub mod issuance;
 pub mod metrics;
+pub mod notify;
 pub mod pg_embedded;
 pub mod ratelimit;
+pub mod scheduler;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,6 +58,10 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// ACME server state: profile cache, http-01 client, rate limiters.
     pub acme: Arc<acme::AcmeState>,
+    /// Loaded local CAs (one per `GenericCA` issuer), loaded on first use.
+    pub cas: Arc<issuance::CaCache>,
+    /// Scheduler state: leadership (`state.scheduler.is_leader()`), running loops, tick counts.
+    pub scheduler: Arc<scheduler::SchedulerStatus>,
 }
 
 impl AppState {
@@ -69,7 +77,8 @@ impl AppState {
             db::demo_seed(&pool).await.context("loading the demo seed")?;
         }
         let instance_id: Arc<str> = config.instance_id().into();
-        let acme = acme::AcmeState::new(&config, acme::AcmeLimiters::in_memory()).context("building the ACME state")?;
+        let acme = acme::AcmeState::new(&config, acme::AcmeLimiters::build(&config, &pool))
+            .context("building the ACME state")?;
         Ok(AppState {
             pool,
             config: Arc::new(config),
@@ -77,6 +86,8 @@ impl AppState {
             shutdown: CancellationToken::new(),
             metrics: Arc::new(metrics::Metrics::default()),
             acme: Arc::new(acme),
+            cas: Arc::new(issuance::CaCache::default()),
+            scheduler: Arc::new(scheduler::SchedulerStatus::default()),
         })
     }
 }
@@ -116,6 +127,9 @@ pub async fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Run
     let shutdown = state.shutdown.clone();
     let drain_timeout = state.config.shutdown_timeout;
     let st = state.clone();
+    if state.config.scheduler_enabled {
+        scheduler::start(&state);
+    }
     let tls = match (&state.config.server_tls_cert_path, &state.config.server_tls_key_path) {
         (Some(cert), Some(key)) => {
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -154,8 +168,11 @@ pub async fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Run
     Ok(RunningServer { addr, state, task })
 }
 
-/// After the listener stops: wait for background work, then close the pool.
-async fn finish(state: &AppState, _drain_timeout: Duration) {
+/// After the listener stops: wait for background work (scheduler ticks finish, the leader
+/// releases its lock), then close the pool.
+async fn finish(state: &AppState, drain_timeout: Duration) {
+    state.shutdown.cancel();
+    scheduler::drain(state, drain_timeout).await;
     state.pool.close().await;
 }
 

@@ -229,8 +229,7 @@ pub async fn list_orders(
 /// (with `jwk`, same `url`), whose payload names the account and its old key.
 pub async fn key_change(State(state): State<AppState>, signed: Signed) -> Result<Response, Problem> {
     let acct = signed.account()?.clone();
-    check_limit(state.acme.limiters.key_changes.as_ref(), &format!("acme:key-change:{}", acct.id), "key changes")
-        .await?;
+    check_limit(state.acme.limiters.key_changes.as_ref(), &acct.id, "key changes").await?;
     let outer_kid = signed.jws.header.kid.clone().unwrap_or_default();
     let inner_body = signed.payload()?.ok_or_else(|| Problem::malformed("key-change needs an inner JWS"))?;
     let inner = jws::parse(inner_body.to_string().as_bytes())?;

@@ -112,12 +112,7 @@ pub async fn respond(
             return Err(Problem::malformed("a challenge response is the empty object {}"));
         }
         if chal.status == "pending" {
-            check_limit(
-                state.acme.limiters.challenges.as_ref(),
-                &format!("acme:challenges:{}", acct.id),
-                "challenge responses",
-            )
-            .await?;
+            check_limit(state.acme.limiters.challenges.as_ref(), &acct.id, "challenge responses").await?;
             let claimed = sqlx::query(
                 "UPDATE acme_challenges SET status = 'processing', updated_at = now() WHERE id = $1 AND status = 'pending'",
             )

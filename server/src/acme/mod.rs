@@ -43,7 +43,7 @@ use serde_json::json;
 use sqlx::PgPool;
 
 use crate::AppState;
-use crate::ratelimit::{Limit, Limiter, LimiterError};
+use crate::ratelimit::{self, Limit, Limiter, LimiterError};
 use problem::Problem;
 
 /// How long a profile row is cached: the directory and nonce endpoints are hot (load
@@ -70,13 +70,15 @@ pub struct AcmeLimiters {
 }
 
 impl AcmeLimiters {
-    /// The contract's limits on in-memory sliding windows.
-    pub fn in_memory() -> Self {
+    /// The contract's limits on the configured backend (`CERTCTL_RATELIMIT_BACKEND`): with
+    /// `postgres`, every replica draws on one budget per account.
+    pub fn build(config: &crate::Config, pool: &PgPool) -> Self {
         let hour = Duration::from_secs(3600);
+        let b = config.ratelimit_backend;
         AcmeLimiters {
-            orders: Arc::new(MemoryWindow::new(Limit { max: 100, window: hour })),
-            key_changes: Arc::new(MemoryWindow::new(Limit { max: 5, window: hour })),
-            challenges: Arc::new(MemoryWindow::new(Limit { max: 60, window: hour })),
+            orders: ratelimit::build(b, pool, "acme-orders", Limit { max: 100, window: hour }),
+            key_changes: ratelimit::build(b, pool, "acme-key-changes", Limit { max: 5, window: hour }),
+            challenges: ratelimit::build(b, pool, "acme-challenges", Limit { max: 60, window: hour }),
             max_pending_orders: 5,
         }
     }
@@ -95,50 +97,6 @@ pub async fn check_limit(limiter: &dyn Limiter, key: &str, what: &str) -> Result
             tracing::warn!(error = %e, "ACME rate limiter backend failed; allowing");
             Ok(())
         }
-    }
-}
-
-/// A minimal per-process sliding-window log, used until the shared limiter backends
-/// (`crate::ratelimit`) are wired in by [`AcmeState::new`]'s caller.
-#[derive(Debug)]
-pub struct MemoryWindow {
-    limit: Limit,
-    log: Mutex<HashMap<String, std::collections::VecDeque<DateTime<Utc>>>>,
-}
-
-impl MemoryWindow {
-    /// A limiter enforcing `limit`.
-    pub fn new(limit: Limit) -> Self {
-        MemoryWindow { limit, log: Mutex::new(HashMap::new()) }
-    }
-}
-
-#[async_trait::async_trait]
-impl Limiter for MemoryWindow {
-    async fn allow(&self, key: &str, now: DateTime<Utc>) -> Result<(), LimiterError> {
-        if self.limit.max <= 0 || key.is_empty() {
-            return Ok(());
-        }
-        let window = chrono::Duration::from_std(self.limit.window).unwrap_or(chrono::Duration::hours(1));
-        let mut log = self.log.lock().map_err(|_| LimiterError::Backend("poisoned".into()))?;
-        if log.len() > 100_000 {
-            log.retain(|_, q| q.back().is_some_and(|t| *t > now - window));
-        }
-        let q = log.entry(key.to_string()).or_default();
-        while q.front().is_some_and(|t| *t <= now - window) {
-            q.pop_front();
-        }
-        if q.len() as i64 >= self.limit.max {
-            let oldest = q.front().copied().unwrap_or(now);
-            let retry = (oldest + window - now).to_std().unwrap_or(Duration::from_secs(1));
-            return Err(crate::ratelimit::RateLimited { retry_after: retry }.into());
-        }
-        q.push_back(now);
-        Ok(())
-    }
-
-    fn limit(&self) -> Limit {
-        self.limit
     }
 }
 
@@ -446,19 +404,5 @@ mod tests {
         assert_eq!(split_path("/acme/new-order", "d"), ("d", "/acme".to_string()));
         assert_eq!(id_from_url("http://h/acme/account/acct-1", "account"), Some("acct-1"));
         assert_eq!(id_from_url("http://h/acme/account/", "account"), None);
-    }
-
-    #[tokio::test]
-    async fn the_memory_window_admits_max_then_refuses_with_a_retry_after() {
-        let l = MemoryWindow::new(Limit { max: 2, window: Duration::from_secs(60) });
-        let now = Utc::now();
-        assert!(l.allow("k", now).await.is_ok());
-        assert!(l.allow("k", now).await.is_ok());
-        match l.allow("k", now).await {
-            Err(LimiterError::Limited(r)) => assert!(r.retry_after <= Duration::from_secs(60)),
-            other => panic!("expected limited, got {other:?}"),
-        }
-        assert!(l.allow("k", now + chrono::Duration::seconds(61)).await.is_ok());
-        assert!(l.allow("", now).await.is_ok());
     }
 }

@@ -233,7 +233,7 @@ pub async fn new_order(State(state): State<AppState>, signed: Signed) -> Result<
             60,
         ));
     }
-    check_limit(state.acme.limiters.orders.as_ref(), &format!("acme:orders:{}", acct.id), "new orders").await?;
+    check_limit(state.acme.limiters.orders.as_ref(), &acct.id, "new orders").await?;
 
     let trusted = profile.trust_authenticated;
     let order_id = new_id("ord-");
@@ -396,7 +396,7 @@ pub fn key_algorithm(spki: &SubjectPublicKeyInfo<'_>) -> Option<String> {
 /// What finalize takes from a CSR.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsrInfo {
-    /// Every name: subject CNs and SAN dNSNames, lower-cased.
+    /// Every name: the SAN dNSNames (or the subject CN when there are none), lower-cased.
     pub names: BTreeSet<String>,
     /// The first CN, if any.
     pub common_name: Option<String>,
@@ -416,11 +416,12 @@ pub fn inspect_csr(der: &[u8]) -> Result<CsrInfo, Problem> {
     csr.verify_signature().map_err(|_| bad("CSR signature does not verify".into()))?;
     let info = &csr.certification_request_info;
     let mut names = BTreeSet::new();
+    let mut cns = BTreeSet::new();
     let mut common_name = None;
     for cn in info.subject.iter_common_name() {
         let s = cn.as_str().map_err(|_| bad("CSR common name is not a string".into()))?.to_ascii_lowercase();
         common_name.get_or_insert_with(|| s.clone());
-        names.insert(s);
+        cns.insert(s);
     }
     if let Some(exts) = csr.requested_extensions() {
         for ext in exts {
@@ -435,6 +436,13 @@ pub fn inspect_csr(der: &[u8]) -> Result<CsrInfo, Problem> {
                 }
             }
         }
+    }
+    // The certificate carries the SANs (or the CN alone when there are none), so every CN must
+    // also be a SAN, or the leaf would not cover a name the order asked for.
+    if names.is_empty() {
+        names = cns;
+    } else if let Some(cn) = cns.iter().find(|cn| !names.contains(*cn)) {
+        return Err(bad(format!("CSR common name {cn} is not among its subjectAltNames")));
     }
     if names.is_empty() {
         return Err(bad("CSR names no identifier".into()));

@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod health;
+pub mod pki;
 pub mod request_id;
 
 use axum::Router;
@@ -19,6 +20,7 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_size;
     Router::new()
         .merge(health::router())
+        .merge(pki::router())
         // ACME authenticates by JWS, never by API key (contract §3): outside any auth layer.
         .merge(crate::acme::router(state.clone()))
         .fallback(error::not_found_fallback)

@@ -4,6 +4,10 @@
 mod acme;
 mod acme_client;
 mod boot;
+mod issuance;
 mod migrations;
+mod notify;
+mod ratelimit;
+mod scheduler;
 mod support;
 mod workflows;
