@@ -63,6 +63,14 @@ free_port() {
   return 1
 }
 
+# Hex string → unpadded base64url.
+b64url_hex() {
+  local hex="$1" esc="" i
+  for (( i = 0; i < ${#hex}; i += 2 )); do esc+="\\x${hex:i:2}"; done
+  # shellcheck disable=SC2059
+  printf "$esc" | openssl base64 -A | tr '+/' '-_' | tr -d '='
+}
+
 WORK="$(mktemp -d -t certctl-acme-e2e.XXXXXX)"
 SERVER_PID=""
 cleanup() {
@@ -125,6 +133,21 @@ for KT in $KEY_TYPES; do
   openssl x509 -in "$CRT" -noout -ext subjectAltName 2>/dev/null | grep -q "DNS:$DOMAIN" \
     || fail "[$KT] the certificate does not name $DOMAIN"
   log "[$KT] issued: $(openssl x509 -in "$CRT" -noout -serial -enddate | tr '\n' ' ')"
+
+  # ARI (RFC 9773): certID = base64url(AKI keyIdentifier) "." base64url(serial DER value bytes).
+  # OpenSSL 3 prints the keyid on the line after the header (1.1 prefixed it with "keyid:").
+  AKI_HEX="$(openssl x509 -in "$CRT" -noout -ext authorityKeyIdentifier 2>/dev/null \
+    | sed -n 2p | tr -d ' \r' | sed -e 's/^keyid://I' | tr -d ':')"
+  SERIAL_HEX="$(openssl x509 -in "$CRT" -noout -serial | cut -d= -f2)"
+  [ $(( ${#SERIAL_HEX} % 2 )) -eq 1 ] && SERIAL_HEX="0$SERIAL_HEX"
+  case "$SERIAL_HEX" in [89A-Fa-f]*) SERIAL_HEX="00$SERIAL_HEX" ;; esac
+  [ -n "$AKI_HEX" ] || fail "[$KT] the certificate has no authority key identifier"
+  CERT_ID="$(b64url_hex "$AKI_HEX").$(b64url_hex "$SERIAL_HEX")"
+  ARI_URL="${DIRECTORY%/directory}/renewal-info/$CERT_ID"
+  curl -fsS -D "$WORK/ari-$KT.headers" "$ARI_URL" >"$WORK/ari-$KT.json" || fail "[$KT] renewal-info failed for $ARI_URL"
+  grep -q '"suggestedWindow"' "$WORK/ari-$KT.json" || fail "[$KT] renewal-info has no suggestedWindow"
+  grep -qi '^retry-after:' "$WORK/ari-$KT.headers" || fail "[$KT] renewal-info has no Retry-After"
+  log "[$KT] renewal-info: $(cat "$WORK/ari-$KT.json")"
 
   log "[$KT] lego revoke"
   "${LEGO[@]}" revoke --keep --reason 4 >"$WORK/lego-$KT-revoke.log" 2>&1 || { cat "$WORK/lego-$KT-revoke.log" >&2; fail "[$KT] lego revoke failed"; }
