@@ -645,3 +645,106 @@ impl Jose {
         Jose { kp, pkcs8, jwk, kid: None }
     }
 }
+
+#[tokio::test]
+async fn a_trusted_profile_issues_stores_a_managed_certificate_answers_ari_and_revokes_by_account() {
+    use x509_parser::prelude::*;
+    let app = spawn_app(&[]).await;
+    let pfx = prefix(&app, None); // the default profile, prof-test (trust_authenticated)
+    let mut jose = Jose::new();
+    register(&app, &pfx, &mut jose).await;
+    let names = ["svc.example.com", "alt.example.com"];
+    let ids = json!({"identifiers": names.iter().map(|n| json!({"type": "dns", "value": n})).collect::<Vec<_>>()});
+    let r = post(&app, &pfx, &jose, &format!("{pfx}/new-order"), Some(&ids)).await;
+    assert_eq!(r.status(), 201);
+    let order: Value = r.json().await.expect("order");
+    assert_eq!(order["status"], "ready");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let csr = B64.encode(csr_der(&names, &key));
+    let r = post(&app, &pfx, &jose, order["finalize"].as_str().expect("finalize"), Some(&json!({"csr": csr}))).await;
+    assert_eq!(r.status(), 200);
+    let order: Value = r.json().await.expect("order");
+    assert_eq!(order["status"], "valid");
+    let cert_url = order["certificate"].as_str().expect("certificate url").to_string();
+    // Finalizing twice is refused.
+    let csr = B64.encode(csr_der(&names, &key));
+    let fin = format!("{}/finalize", order["finalize"].as_str().expect("f").trim_end_matches("/finalize"));
+    assert_problem(post(&app, &pfx, &jose, &fin, Some(&json!({"csr": csr}))).await, 403, "orderNotReady").await;
+
+    let r = post(&app, &pfx, &jose, &cert_url, None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/pem-certificate-chain");
+    let chain = r.text().await.expect("pem");
+    let pems = ::pem::parse_many(&chain).expect("chain");
+    let (_, leaf) = X509Certificate::from_der(pems[0].contents()).expect("leaf");
+    let (_, ca) = X509Certificate::from_der(pems[1].contents()).expect("ca");
+    leaf.verify_signature(Some(ca.public_key())).expect("chains");
+    // Another account cannot download it.
+    let mut other = Jose::new();
+    register(&app, &pfx, &mut other).await;
+    assert_problem(post(&app, &pfx, &other, &cert_url, None).await, 404, "malformed").await;
+
+    // The managed certificate: owner/team/policy/issuer from the profile, Active, source ACME.
+    let row: (String, String, String, String, String, String, String, Option<chrono::DateTime<chrono::Utc>>) =
+        sqlx::query_as(
+            "SELECT name, owner_id, team_id, renewal_policy_id, issuer_id, status, source, expires_at
+           FROM managed_certificates WHERE source = 'ACME'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .expect("managed certificate");
+    assert!(row.0.starts_with("acme-ord-"));
+    assert_eq!(
+        (&*row.1, &*row.2, &*row.3, &*row.4, &*row.5),
+        ("o-alice", "t-platform", "rp-standard", "iss-local", "Active")
+    );
+    assert_eq!(row.6, "ACME");
+    assert_eq!(row.7.map(|t| t.timestamp()), Some(leaf.validity().not_after.timestamp()));
+
+    // ARI for the real certificate: 30-day policy window before notAfter.
+    let aki = leaf
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref().map(|k| k.0.to_vec()),
+            _ => None,
+        })
+        .expect("aki");
+    let id = format!("{}.{}", B64.encode(aki), B64.encode(leaf.tbs_certificate.raw_serial()));
+    let r = app.client.get(format!("{pfx}/renewal-info/{id}")).send().await.expect("ari");
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.expect("json");
+    let start =
+        chrono::DateTime::parse_from_rfc3339(v["suggestedWindow"]["start"].as_str().expect("start")).expect("t");
+    assert_eq!(start.timestamp(), leaf.validity().not_after.timestamp() - 30 * 86400);
+
+    // Revocation by another account is refused; by the ordering account it works.
+    let payload = json!({"certificate": B64.encode(pems[0].contents())});
+    let url = format!("{pfx}/revoke-cert");
+    assert_problem(post(&app, &pfx, &other, &url, Some(&payload)).await, 403, "unauthorized").await;
+    assert_eq!(post(&app, &pfx, &jose, &url, Some(&payload)).await.status(), 200);
+    let (n,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM certificate_revocations").fetch_one(&app.pool).await.expect("count");
+    assert_eq!(n, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_profile_without_acme_ownership_answers_a_clear_problem_not_a_500() {
+    let app = spawn_app(&[]).await;
+    sqlx::query(
+        "INSERT INTO certificate_profiles (id, name, issuer_id, acme_enabled, acme_auth_mode)
+         VALUES ('prof-bare', 'Bare', 'iss-local', true, 'trust_authenticated')",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("profile");
+    let pfx = prefix(&app, Some("prof-bare"));
+    let mut jose = Jose::new();
+    register(&app, &pfx, &mut jose).await;
+    let ids = json!({"identifiers": [{"type": "dns", "value": "x.example.com"}]});
+    let p = assert_problem(post(&app, &pfx, &jose, &format!("{pfx}/new-order"), Some(&ids)).await, 403, "unauthorized")
+        .await;
+    assert!(p["detail"].as_str().expect("detail").contains("acme_owner_id"), "{p}");
+    app.stop().await;
+}
