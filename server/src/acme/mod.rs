@@ -85,7 +85,7 @@ impl AcmeLimiters {
 }
 
 /// Admits one call through `limiter` for `key`, or answers `rateLimited` with `Retry-After`.
-/// A failing backend fails open (logged): a limiter outage must not stop issuance.
+/// A failing backend fails closed: 503 `serverInternal` with `Retry-After`.
 pub async fn check_limit(limiter: &dyn Limiter, key: &str, what: &str) -> Result<(), Problem> {
     match limiter.allow(key, Utc::now()).await {
         Ok(()) => Ok(()),
@@ -94,8 +94,13 @@ pub async fn check_limit(limiter: &dyn Limiter, key: &str, what: &str) -> Result
             l.retry_after.as_secs().max(1),
         )),
         Err(LimiterError::Backend(e)) => {
-            tracing::warn!(error = %e, "ACME rate limiter backend failed; allowing");
-            Ok(())
+            // Fail closed (docs/operator/rate-limit-scope.md): a limiter outage must not
+            // silently lift the limits; the client retries.
+            tracing::warn!(error = %e, "ACME rate limiter backend failed; refusing");
+            let mut p = Problem::new(problem::ProblemKind::ServerInternal, "rate limiter unavailable, retry later")
+                .with_status(StatusCode::SERVICE_UNAVAILABLE);
+            p.retry_after = Some(5);
+            Err(p)
         }
     }
 }
