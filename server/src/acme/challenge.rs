@@ -4,7 +4,8 @@
 //! `http-01` (§8.3) fetches `http://{name}:{CERTCTL_ACME_HTTP01_PORT}/.well-known/acme-challenge/{token}`
 //! with the shared client in [`super::AcmeState::http01`] (resolve overrides from
 //! `CERTCTL_ACME_RESOLVE`, bounded redirects and timeouts) and compares the body with the key
-//! authorization `token.thumbprint` (§8.1).
+//! authorization `token.thumbprint` (§8.1). `dns-01` (§8.4) asks `CERTCTL_ACME_DNS_RESOLVER`
+//! (or the system's resolver) for the TXT records of `_acme-challenge.{name}` ([`super::dns`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -156,6 +157,32 @@ async fn validate(state: &AppState, c: &Challenge, identifier: &str, key_auth: &
                 match fetch_http01(&state.acme.http01, &url, key_auth).await {
                     Ok(()) => return Ok(()),
                     Err(p) => last = p,
+                }
+            }
+            Err(last)
+        }
+        "dns-01" => {
+            // RFC 8555 §8.4: a TXT record at _acme-challenge.{name} holding
+            // base64url(SHA-256(key authorization)).
+            use sha2::Digest;
+            let expected = b64e(&sha2::Sha256::digest(key_auth.as_bytes()));
+            let server = super::dns::resolver(state.config.acme_dns_resolver.as_deref())
+                .map_err(|e| Problem::new(ProblemKind::Dns, e.to_string()))?;
+            let name = format!("_acme-challenge.{identifier}");
+            let mut last = Problem::new(ProblemKind::Dns, "not attempted");
+            for attempt in 0..2 {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                match super::dns::lookup_txt(server, &name).await {
+                    Ok(records) if records.iter().any(|r| r.trim() == expected) => return Ok(()),
+                    Ok(records) => {
+                        last = Problem::new(
+                            ProblemKind::IncorrectResponse,
+                            format!("no TXT record at {name} matches the key authorization ({} found)", records.len()),
+                        )
+                    }
+                    Err(e) => last = Problem::new(ProblemKind::Dns, format!("{name}: {e}")),
                 }
             }
             Err(last)

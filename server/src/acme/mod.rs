@@ -7,7 +7,8 @@
 //! - [`request`]: the signed-request extractor (JWS → nonce → url → key → signature).
 //! - [`account`]: new-account, account update/deactivation, key-change.
 //! - [`order`]: new-order, order, authz, finalize, certificate download, revocation.
-//! - [`challenge`]: challenge responses and http-01 validation.
+//! - [`challenge`]: challenge responses, http-01 and dns-01 validation.
+//! - [`dns`]: a minimal TXT lookup for dns-01.
 //! - [`ari`]: `renewal-info` (RFC 9773).
 //!
 //! ## Data flow
@@ -22,6 +23,7 @@
 pub mod account;
 pub mod ari;
 pub mod challenge;
+pub mod dns;
 pub mod jws;
 pub mod nonce;
 pub mod order;

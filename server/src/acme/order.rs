@@ -126,7 +126,7 @@ fn with_location(mut resp: Response, url: &str) -> Response {
 }
 
 /// Validates a DNS identifier (RFC 1035 preferred syntax, lower-cased). `*.` is allowed only
-/// when `wildcard_ok` (no dns-01 here, so only trusted profiles may order wildcards).
+/// when `wildcard_ok`.
 pub fn normalize_dns(value: &str, wildcard_ok: bool) -> Result<String, Problem> {
     let v = value.trim_end_matches('.').to_ascii_lowercase();
     let (wild, name) = match v.strip_prefix("*.") {
@@ -149,10 +149,7 @@ pub fn normalize_dns(value: &str, wildcard_ok: bool) -> Result<String, Problem> 
         return Err(Problem::new(ProblemKind::RejectedIdentifier, format!("'{value}' is not a valid DNS name")));
     }
     if wild && !wildcard_ok {
-        return Err(Problem::new(
-            ProblemKind::RejectedIdentifier,
-            "wildcard names need dns-01, which this profile does not offer",
-        ));
+        return Err(Problem::new(ProblemKind::RejectedIdentifier, "wildcard names are not allowed here"));
     }
     Ok(v)
 }
@@ -205,7 +202,8 @@ pub async fn new_order(State(state): State<AppState>, signed: Signed) -> Result<
                 format!("identifier type '{typ}' is not supported"),
             ));
         }
-        names.insert(normalize_dns(value, profile.trust_authenticated)?);
+        // Wildcards are allowed: their authorizations offer dns-01 (RFC 8555 §7.1.3).
+        names.insert(normalize_dns(value, true)?);
     }
     if names.len() > usize::try_from(profile.max_sans).unwrap_or(0) {
         return Err(Problem::new(
@@ -273,13 +271,22 @@ pub async fn new_order(State(state): State<AppState>, signed: Signed) -> Result<
         .bind(expires)
         .execute(&mut *tx)
         .await?;
-        if !wildcard {
+        // Challenge mode offers http-01 (not for wildcards, RFC 8555 §8.3) and dns-01; trusted
+        // profiles record one already-valid challenge so the authorization reads naturally.
+        let kinds: &[&str] = match (trusted, wildcard) {
+            (true, true) => &["dns-01"],
+            (true, false) => &["http-01"],
+            (false, true) => &["dns-01"],
+            (false, false) => &["http-01", "dns-01"],
+        };
+        for kind in kinds {
             sqlx::query(
                 "INSERT INTO acme_challenges (id, authorization_id, type, token, status, validated_at)
-                 VALUES ($1, $2, 'http-01', $3, $4, CASE WHEN $4 = 'valid' THEN now() END)",
+                 VALUES ($1, $2, $3, $4, $5, CASE WHEN $5 = 'valid' THEN now() END)",
             )
             .bind(new_id("chal-"))
             .bind(&authz_id)
+            .bind(kind)
             .bind(super::challenge::new_token())
             .bind(if trusted { "valid" } else { "pending" })
             .execute(&mut *tx)

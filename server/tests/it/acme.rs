@@ -748,3 +748,101 @@ async fn a_profile_without_acme_ownership_answers_a_clear_problem_not_a_500() {
     assert!(p["detail"].as_str().expect("detail").contains("acme_owner_id"), "{p}");
     app.stop().await;
 }
+
+/// A DNS server on 127.0.0.1 (UDP) answering TXT queries from `records`.
+async fn dns_server(records: Arc<Mutex<HashMap<String, Vec<String>>>>) -> u16 {
+    use certctl_server::acme::dns;
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("bind udp");
+    let port = sock.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 1500];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
+            let q = &buf[..n];
+            let name = dns::query_name(q).unwrap_or_default().to_ascii_lowercase();
+            let txt = records.lock().expect("lock").get(&name).cloned().unwrap_or_default();
+            let refs: Vec<&str> = txt.iter().map(String::as_str).collect();
+            if let Some(a) = dns::build_answer(q, &refs) {
+                let _ = sock.send_to(&a, peer).await;
+            }
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn dns_01_validates_wildcards_through_the_configured_resolver() {
+    let records: Arc<Mutex<HashMap<String, Vec<String>>>> = Arc::default();
+    let port = dns_server(records.clone()).await;
+    let resolver = format!("127.0.0.1:{port}");
+    let app = spawn_app(&["--acme-dns-resolver", &resolver]).await;
+    let pfx = prefix(&app, Some("prof-standard-tls"));
+    let mut jose = Jose::new();
+    register(&app, &pfx, &mut jose).await;
+    let ids = json!({"identifiers": [{"type": "dns", "value": "*.wild.acme.test"}, {"type": "dns", "value": "wild.acme.test"}]});
+    let r = post(&app, &pfx, &jose, &format!("{pfx}/new-order"), Some(&ids)).await;
+    assert_eq!(r.status(), 201);
+    let order_url = r.headers()["location"].to_str().expect("loc").to_string();
+    let order: Value = r.json().await.expect("order");
+    for authz_url in order["authorizations"].as_array().expect("authzs") {
+        let authz_url = authz_url.as_str().expect("url");
+        let authz: Value = post(&app, &pfx, &jose, authz_url, None).await.json().await.expect("authz");
+        let types: Vec<&str> =
+            authz["challenges"].as_array().expect("chals").iter().filter_map(|c| c["type"].as_str()).collect();
+        if authz["wildcard"] == true {
+            assert_eq!(types, vec!["dns-01"], "a wildcard is only provable by dns-01");
+            assert_eq!(authz["identifier"]["value"], "wild.acme.test");
+        } else {
+            assert!(types.contains(&"http-01") && types.contains(&"dns-01"));
+        }
+        let chal = authz["challenges"]
+            .as_array()
+            .expect("chals")
+            .iter()
+            .find(|c| c["type"] == "dns-01")
+            .expect("dns-01")
+            .clone();
+        let key_auth = format!("{}.{}", chal["token"].as_str().expect("token"), jose.thumbprint());
+        let digest = B64.encode(Sha256::digest(key_auth.as_bytes()));
+        records.lock().expect("lock").entry("_acme-challenge.wild.acme.test".into()).or_default().push(digest);
+        assert_eq!(post(&app, &pfx, &jose, chal["url"].as_str().expect("url"), Some(&json!({}))).await.status(), 200);
+        let mut status = String::new();
+        for _ in 0..100 {
+            let a: Value = post(&app, &pfx, &jose, authz_url, None).await.json().await.expect("authz");
+            status = a["status"].as_str().unwrap_or("").to_string();
+            if status != "pending" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(status, "valid");
+    }
+    let o: Value = post(&app, &pfx, &jose, &order_url, None).await.json().await.expect("order");
+    assert_eq!(o["status"], "ready");
+    let csr = B64.encode(csr_der(&["wild.acme.test", "*.wild.acme.test"], &rcgen::KeyPair::generate().expect("key")));
+    let r = post(&app, &pfx, &jose, o["finalize"].as_str().expect("finalize"), Some(&json!({"csr": csr}))).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.expect("order")["status"], "valid");
+
+    // A wrong TXT value makes the challenge (and order) invalid with incorrectResponse.
+    let ids = json!({"identifiers": [{"type": "dns", "value": "nope.acme.test"}]});
+    let order: Value =
+        post(&app, &pfx, &jose, &format!("{pfx}/new-order"), Some(&ids)).await.json().await.expect("order");
+    let authz_url = order["authorizations"][0].as_str().expect("authz").to_string();
+    let authz: Value = post(&app, &pfx, &jose, &authz_url, None).await.json().await.expect("authz");
+    let chal =
+        authz["challenges"].as_array().expect("chals").iter().find(|c| c["type"] == "dns-01").expect("dns-01").clone();
+    records.lock().expect("lock").insert("_acme-challenge.nope.acme.test".into(), vec!["wrong".into()]);
+    post(&app, &pfx, &jose, chal["url"].as_str().expect("url"), Some(&json!({}))).await;
+    let mut a = Value::Null;
+    for _ in 0..100 {
+        a = post(&app, &pfx, &jose, &authz_url, None).await.json().await.expect("authz");
+        if a["status"] != "pending" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(a["status"], "invalid");
+    let c = a["challenges"].as_array().expect("chals").iter().find(|c| c["type"] == "dns-01").expect("dns-01").clone();
+    assert_eq!(c["error"]["type"], "urn:ietf:params:acme:error:incorrectResponse");
+    app.stop().await;
+}
