@@ -346,6 +346,28 @@ mod tests {
     }
 
     #[test]
+    fn an_rs256_signature_verifies_and_a_tampered_one_does_not() {
+        use aws_lc_rs::rsa::KeySize;
+        use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+        let kp = RsaKeyPair::generate(KeySize::Rsa2048).expect("rsa");
+        let pk = kp.public_key();
+        let jwk = Jwk::from_json(&serde_json::json!({
+            "kty": "RSA",
+            "n": b64e(pk.modulus().big_endian_without_leading_zero()),
+            "e": b64e(pk.exponent().big_endian_without_leading_zero()),
+        }))
+        .expect("jwk");
+        let mut sig = vec![0u8; kp.public_modulus_len()];
+        kp.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), b"p.q", &mut sig).expect("sign");
+        assert!(jwk.verify("RS256", b"p.q", &sig));
+        assert!(!jwk.verify("RS256", b"p.r", &sig));
+        assert!(!jwk.verify("ES256", b"p.q", &sig));
+        // A 1024-bit modulus is refused at parse time.
+        let small = serde_json::json!({"kty": "RSA", "n": b64e(&[0xc5; 128]), "e": "AQAB"});
+        assert!(Jwk::from_json(&small).is_err());
+    }
+
+    #[test]
     fn thumbprint_matches_rfc_7638_example() {
         // RFC 7638 §3.1.
         let jwk = Jwk::from_json(&serde_json::json!({

@@ -846,3 +846,30 @@ async fn dns_01_validates_wildcards_through_the_configured_resolver() {
     assert_eq!(c["error"]["type"], "urn:ietf:params:acme:error:incorrectResponse");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn key_changes_are_limited_to_five_per_hour() {
+    let app = spawn_app(&[]).await;
+    let pfx = prefix(&app, None);
+    let mut current = Jose::new();
+    register(&app, &pfx, &mut current).await;
+    let kid = current.kid.clone().expect("kid");
+    let url = format!("{pfx}/key-change");
+    for i in 0..6 {
+        let mut next = Jose::new();
+        let inner = next.sign_header(
+            &json!({"alg": "ES256", "jwk": next.jwk, "url": url}),
+            Some(&json!({"account": kid, "oldKey": current.jwk})),
+        );
+        let r = post(&app, &pfx, &current, &url, Some(&inner)).await;
+        if i < 5 {
+            assert_eq!(r.status(), 200, "key change {i}");
+            next.kid = Some(kid.clone());
+            current = next;
+        } else {
+            assert!(r.headers()["retry-after"].to_str().expect("ascii").parse::<u64>().expect("secs") > 0);
+            assert_problem(r, 429, "rateLimited").await;
+        }
+    }
+    app.stop().await;
+}
