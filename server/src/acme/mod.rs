@@ -267,8 +267,9 @@ impl FromRequestParts<AppState> for Ctx {
 }
 
 /// Adds `Link: <directory>;rel="index"` to every ACME response and a fresh `Replay-Nonce` to
-/// every POST response and every error (RFC 8555 §6.5, §7.1). GET `directory` and
-/// `renewal-info` successes carry none: they need no nonce and are hot paths.
+/// every response to a POST, errors included (RFC 8555 §6.5: nonces are only ever spent by
+/// POSTs). GET `directory` and `renewal-info` — hot, unauthenticated paths — carry none, not even
+/// on errors, so a flood of unknown certIDs costs no INSERT; `new-nonce` sets its own.
 pub async fn middleware(State(state): State<AppState>, req: Request, next: axum::middleware::Next) -> Response {
     let base = base_url(&state.config, req.headers());
     let (profile_id, prefix) = split_path(req.uri().path(), &state.config.acme_default_profile);
@@ -276,7 +277,7 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: axum:
     let directory = format!("<{base}{prefix}/directory>;rel=\"index\"");
     let is_post = req.method() == Method::POST;
     let mut resp = next.run(req).await;
-    let needs_nonce = is_post || resp.status().is_client_error() || resp.status().is_server_error();
+    let needs_nonce = is_post;
     if needs_nonce && !resp.headers().contains_key("replay-nonce") {
         match nonce::issue(&state.pool, state.config.acme_nonce_ttl).await {
             Ok(n) => {
