@@ -76,7 +76,8 @@ SERVER_PID=""
 cleanup() {
   local rc=$?
   if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -INT "$SERVER_PID" 2>/dev/null || true
+    # SIGTERM: a background job of a non-interactive shell ignores SIGINT.
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
     for _ in $(seq 1 50); do
       kill -0 "$SERVER_PID" 2>/dev/null || break
       sleep 0.2
