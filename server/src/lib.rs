@@ -3,6 +3,7 @@
 //! A certificate lifecycle control plane on PostgreSQL.
 //!
 //! ## Map of the modules
+//! - [`audit`]: the batched, off-request-path writer of `audit_events`.
 //! - [`config`]: every `CERTCTL_*` setting, parsed once before anything binds.
 //! - [`db`]: pool, embedded migrations (sqlx migrator, advisory-locked), demo seed.
 //! - [`http`]: router, middleware (request id, tracing, body limit), the error envelope, and one
@@ -18,6 +19,7 @@
 //! scheduler's loops) reads and writes the same tables; replicas coordinate only through the
 //! database (row locks, advisory locks), never through each other.
 
+pub mod audit;
 pub mod config;
 pub mod db;
 pub mod http;
@@ -50,6 +52,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Process-local counters and histograms.
     pub metrics: Arc<metrics::Metrics>,
+    /// HTTP-layer state: hashed API keys, rate limits, cached metric gauges.
+    pub api: Arc<http::ApiState>,
+    /// The audit writer (batched inserts, flushed on shutdown).
+    pub audit: audit::AuditSink,
 }
 
 impl AppState {
@@ -65,12 +71,16 @@ impl AppState {
             db::demo_seed(&pool).await.context("loading the demo seed")?;
         }
         let instance_id: Arc<str> = config.instance_id().into();
+        let api = Arc::new(http::ApiState::new(&config));
+        let audit = audit::AuditSink::spawn(pool.clone(), config.audit_flush_interval);
         Ok(AppState {
             pool,
             config: Arc::new(config),
             instance_id,
             shutdown: CancellationToken::new(),
             metrics: Arc::new(metrics::Metrics::default()),
+            api,
+            audit,
         })
     }
 }
@@ -148,8 +158,12 @@ pub async fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Run
     Ok(RunningServer { addr, state, task })
 }
 
-/// After the listener stops: wait for background work, then close the pool.
-async fn finish(state: &AppState, _drain_timeout: Duration) {
+/// After the listener stops: wait for background work, write the buffered audit rows, then
+/// close the pool.
+async fn finish(state: &AppState, drain_timeout: Duration) {
+    if tokio::time::timeout(drain_timeout, state.audit.close()).await.is_err() {
+        tracing::error!("audit rows were not all written before the shutdown timeout");
+    }
     state.pool.close().await;
 }
 
