@@ -281,6 +281,13 @@ async fn missing_or_retired(pool: &sqlx::PgPool, id: &str) -> ApiError {
     }
 }
 
+/// The heartbeat: one UPDATE by primary key (`agents_pkey`); the optional fields keep their
+/// old values when absent.
+pub const HEARTBEAT_SQL: &str = "UPDATE agents SET last_heartbeat_at = now(), status = 'Online', updated_at = now(),
+        version = COALESCE($2, version), hostname = COALESCE($3, hostname), os = COALESCE($4, os),
+        architecture = COALESCE($5, architecture), ip_address = COALESCE($6, ip_address)
+  WHERE id = $1 AND retired_at IS NULL";
+
 /// Records a heartbeat: one UPDATE by primary key.
 #[utoipa::path(post, path = "/api/v1/agents/{id}/heartbeat", tag = "agents", params(AgentPath),
     request_body(content = Option<Heartbeat>, description = "optional"),
@@ -294,21 +301,16 @@ pub async fn heartbeat(
 ) -> Result<ApiJson<HeartbeatRecorded>, ApiError> {
     caller.require_agent(&p.id)?;
     let hb = body.unwrap_or_default();
-    let updated = sqlx::query(
-        "UPDATE agents SET last_heartbeat_at = now(), status = 'Online', updated_at = now(),
-                version = COALESCE($2, version), hostname = COALESCE($3, hostname), os = COALESCE($4, os),
-                architecture = COALESCE($5, architecture), ip_address = COALESCE($6, ip_address)
-          WHERE id = $1 AND retired_at IS NULL",
-    )
-    .bind(&p.id)
-    .bind(&hb.version)
-    .bind(&hb.hostname)
-    .bind(&hb.os)
-    .bind(&hb.architecture)
-    .bind(&hb.ip_address)
-    .execute(&state.pool)
-    .await?
-    .rows_affected();
+    let updated = sqlx::query(HEARTBEAT_SQL)
+        .bind(&p.id)
+        .bind(&hb.version)
+        .bind(&hb.hostname)
+        .bind(&hb.os)
+        .bind(&hb.architecture)
+        .bind(&hb.ip_address)
+        .execute(&state.pool)
+        .await?
+        .rows_affected();
     if updated == 0 {
         return Err(missing_or_retired(&state.pool, &p.id).await);
     }

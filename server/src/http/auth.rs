@@ -237,12 +237,13 @@ async fn agent_route_id(parts: &mut Parts) -> Option<String> {
     params.iter().find(|(k, _)| *k == "id").map(|(_, v)| v.to_string())
 }
 
+/// The agent-credential lookup: one primary-key read.
+pub const AGENT_CREDENTIAL_SQL: &str = "SELECT credential_hash FROM agents WHERE id = $1";
+
 /// `hex(sha256(token)) == agents.credential_hash`, compared in constant time.
 async fn agent_credential_matches(state: &AppState, agent_id: &str, token: &str) -> Result<bool, ApiError> {
-    let stored: Option<String> = sqlx::query_scalar("SELECT credential_hash FROM agents WHERE id = $1")
-        .bind(agent_id)
-        .fetch_optional(&state.pool)
-        .await?;
+    let stored: Option<String> =
+        sqlx::query_scalar(AGENT_CREDENTIAL_SQL).bind(agent_id).fetch_optional(&state.pool).await?;
     let Some(stored) = stored else { return Ok(false) };
     Ok(credential_matches(&stored, token))
 }

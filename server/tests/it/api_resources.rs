@@ -348,3 +348,22 @@ async fn mutating_calls_leave_audit_rows_with_the_actor_and_shutdown_flushes_the
     assert_eq!(get(&again, "/api/v1/audit?action=teams.create").await.json["total"], 2);
     again.stop().await;
 }
+
+#[tokio::test]
+async fn head_of_a_hot_read_carries_the_same_etag_as_get() {
+    let app = spawn_api(&[]).await;
+    let tag = get(&app, "/api/v1/certificates").await.headers["etag"].to_str().expect("ascii").to_string();
+    let r = app.client.head(app.url("/api/v1/certificates")).bearer_auth(ADMIN_KEY).send().await.expect("head");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers().get("etag").and_then(|v| v.to_str().ok()), Some(tag.as_str()));
+    let r = app
+        .client
+        .head(app.url("/api/v1/certificates"))
+        .bearer_auth(ADMIN_KEY)
+        .header("if-none-match", &tag)
+        .send()
+        .await
+        .expect("head");
+    assert_eq!(r.status(), 304);
+    app.stop().await;
+}

@@ -4,6 +4,7 @@
 mod api_agents;
 mod api_auth;
 mod api_certificates;
+mod api_indexes;
 mod api_resources;
 mod api_support;
 mod boot;
