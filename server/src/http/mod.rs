@@ -169,6 +169,9 @@ pub fn router(state: AppState) -> Router {
         .route_layer(auth_layer.clone());
     let metrics_routes = if metrics_public { metrics_routes } else { metrics_routes.route_layer(auth_layer) };
 
+    // Other subsystems' routers (ACME under /acme, PKI under /.well-known/pki) belong in this
+    // chain, before the `metrics::track` route layer so they are timed too, and outside
+    // `protected`: the contract makes them unauthenticated (ACME authenticates by JWS).
     Router::new()
         .merge(public)
         .merge(protected)
