@@ -14,8 +14,9 @@
 //! - [`ratelimit`]: the sliding-window `Limiter` trait and its backends.
 //!
 //! ## Data flow
-//! A request enters [`http::router`], gets a request id, is authenticated by an extractor,
-//! and its handler talks to PostgreSQL through small query functions. Background work (the
+//! A request enters [`http::router`], gets a request id, is authenticated (and rate limited
+//! per key) by the `/api/v1` auth layer, and its handler talks to PostgreSQL through small
+//! query functions; mutating calls leave an audit row through [`audit::AuditSink`]. Background work (the
 //! scheduler's loops) reads and writes the same tables; replicas coordinate only through the
 //! database (row locks, advisory locks), never through each other.
 
@@ -161,6 +162,8 @@ pub async fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Run
 /// After the listener stops: wait for background work, write the buffered audit rows, then
 /// close the pool.
 async fn finish(state: &AppState, drain_timeout: Duration) {
+    // Keep the audit close after anything that may still record audit rows (in-flight
+    // requests are drained by now; background loops must be stopped before this point).
     if tokio::time::timeout(drain_timeout, state.audit.close()).await.is_err() {
         tracing::error!("audit rows were not all written before the shutdown timeout");
     }

@@ -332,6 +332,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn api_keys_are_found_by_hash_with_their_name_and_admin_flag() {
+        use crate::config::ConfigOutcome;
+        let Ok(ConfigOutcome::Run(config)) = Config::parse_from_args([
+            "x",
+            "--database-url",
+            "postgres://h/db",
+            "--api-keys-named",
+            "ops:k-ops:admin,ci:k-ci",
+            "--auth-secret",
+            "k-legacy",
+        ]) else {
+            panic!("config parses")
+        };
+        let ring = KeyRing::from_config(&config);
+        assert!(!ring.is_open());
+        assert_eq!(ring.find("k-ops"), Some(Principal::Key { name: "ops".into(), admin: true }));
+        assert_eq!(ring.find("k-ci"), Some(Principal::Key { name: "ci".into(), admin: false }));
+        assert_eq!(ring.find("k-legacy"), Some(Principal::Key { name: "legacy-1".into(), admin: true }));
+        assert_eq!(ring.find("k-op"), None);
+        assert_eq!(ring.find(""), None);
+        assert!(!format!("{ring:?}").contains("k-ops"), "Debug never shows keys");
+    }
+
+    #[test]
     fn agent_credentials_match_the_harness_hash_form() {
         // encode(sha256(convert_to('tok','UTF8')),'hex') in PostgreSQL.
         let stored = "aaf5f6d4e4e2a1c8a8e4b45f4ef0ba1ef6e51b8b6a0c52b7d6c1ac3cbd8e2e4e";

@@ -40,6 +40,8 @@ async fn a_created_certificate_starts_pending_and_can_be_read_updated_and_archiv
     assert_envelope(&get(&app, "/api/v1/certificates/mc-missing").await, 404);
     assert_envelope(&put(&app, "/api/v1/certificates/mc-missing", &json!({"environment": "x"})).await, 404);
     assert_envelope(&delete(&app, "/api/v1/certificates/mc-missing").await, 404);
+    assert_envelope(&get(&app, "/api/v1/certificates/mc-missing/versions").await, 404);
+    assert_eq!(get(&app, &format!("/api/v1/certificates/{id}/versions")).await.json["data"], json!([]));
     app.stop().await;
 }
 
