@@ -784,7 +784,9 @@ impl BulkSelector {
                 qb.push(format!(" AND {col} = ")).push_bind(v.to_string());
             }
         }
-        qb.push(" FOR UPDATE");
+        // Lock in id order so concurrent bulk operations over overlapping sets queue behind
+        // each other instead of deadlocking.
+        qb.push(" ORDER BY id FOR UPDATE");
     }
 
     /// Trailing `UNION ALL` arm naming requested ids that matched nothing.

@@ -364,3 +364,25 @@ async fn bulk_revoke_is_admin_only_and_revokes_every_match_set_based() {
     assert_eq!(again.json["total_skipped"], 53);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_bulk_renews_over_the_same_certificates_enqueue_each_one_once() {
+    let app = spawn_api(&[]).await;
+    seed_certificates(&app.pool, "race", 2_000, "'Active'").await;
+    let body = json!({"team_id": "t-platform"});
+    let calls = (0..4).map(|_| post(&app, "/api/v1/certificates/bulk-renew", &body));
+    let answers = futures::future::join_all(calls).await;
+    let mut enqueued = 0;
+    for a in &answers {
+        assert_eq!(a.status, 200, "{}", a.json);
+        enqueued += a.json["total_enqueued"].as_i64().unwrap_or(0);
+    }
+    // 2,000 seeded + 3 demo certificates, all eligible, split between the calls.
+    assert_eq!(enqueued, 2_003);
+    let (jobs, distinct): (i64, i64) = sqlx::query_as("SELECT count(*), count(DISTINCT certificate_id) FROM jobs")
+        .fetch_one(&app.pool)
+        .await
+        .expect("jobs");
+    assert_eq!((jobs, distinct), (2_003, 2_003));
+    app.stop().await;
+}
