@@ -142,6 +142,11 @@ impl From<sqlx::Error> for ApiError {
                 Some("22P02" | "22001" | "22003" | "22007" | "22008" | "22021") => {
                     return ApiError::BadRequest(db.message().to_string());
                 }
+                // 40001 serialization_failure, 40P01 deadlock_detected: transient, the client
+                // may simply retry.
+                Some("40001" | "40P01") => {
+                    return ApiError::Unavailable("concurrent update conflict; retry the request".into());
+                }
                 _ => {}
             }
         }
