@@ -3,6 +3,12 @@
 
 mod acme;
 mod acme_client;
+mod api_agents;
+mod api_auth;
+mod api_certificates;
+mod api_indexes;
+mod api_resources;
+mod api_support;
 mod boot;
 mod issuance;
 mod migrations;
