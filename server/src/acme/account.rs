@@ -151,6 +151,15 @@ pub async fn new_account(State(state): State<AppState>, signed: Signed) -> Resul
         return Ok(account_response(ctx, &existing, StatusCode::OK));
     }
     let acct = load(&state.pool, &id).await?.ok_or_else(|| Problem::internal("new account not found"))?;
+    super::audit(
+        &state,
+        &acct.id,
+        "acme.account.create",
+        "acme_accounts",
+        &acct.id,
+        json!({"profile_id": ctx.profile.id}),
+    )
+    .await;
     Ok(account_response(ctx, &acct, StatusCode::CREATED))
 }
 
@@ -191,6 +200,7 @@ pub async fn update_account(
             .bind(&acct.id)
             .execute(&state.pool)
             .await?;
+            super::audit(&state, &acct.id, "acme.account.deactivate", "acme_accounts", &acct.id, json!({})).await;
         }
         Some(Some("valid")) if acct.status == "valid" => {}
         Some(_) => return Err(Problem::malformed("the only status a client may set is 'deactivated'")),
@@ -269,6 +279,15 @@ pub async fn key_change(State(state): State<AppState>, signed: Signed) -> Result
         Err(e) => return Err(e.into()),
     }
     let acct = load(&state.pool, &acct.id).await?.ok_or_else(|| Problem::internal("account vanished"))?;
+    super::audit(
+        &state,
+        &acct.id,
+        "acme.account.key_change",
+        "acme_accounts",
+        &acct.id,
+        json!({"thumbprint": thumbprint}),
+    )
+    .await;
     Ok(account_response(&signed.ctx, &acct, StatusCode::OK))
 }
 

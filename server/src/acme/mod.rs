@@ -384,6 +384,32 @@ pub async fn gc(pool: &PgPool, now: DateTime<Utc>) -> Result<GcReport, sqlx::Err
     })
 }
 
+/// Records an ACME state change in `audit_events` through the batched writer (off the request
+/// path). The actor is `acme:<account id>` (or `acme:certificate-key` for revocation signed by
+/// the certificate's key), actor type `acme_account`.
+pub async fn audit(
+    state: &AppState,
+    actor: &str,
+    action: &str,
+    resource_type: &str,
+    resource_id: &str,
+    details: serde_json::Value,
+) {
+    state
+        .audit
+        .record(crate::audit::AuditEvent {
+            actor: format!("acme:{actor}"),
+            actor_type: "acme_account".into(),
+            action: action.into(),
+            resource_type: resource_type.into(),
+            resource_id: resource_id.into(),
+            details,
+            request_id: crate::http::request_id::current().unwrap_or_default(),
+            created_at: Utc::now(),
+        })
+        .await;
+}
+
 /// A new application id with `prefix` (`acct-`, `ord-`, …).
 pub fn new_id(prefix: &str) -> String {
     format!("{prefix}{}", uuid::Uuid::new_v4().simple())

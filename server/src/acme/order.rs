@@ -621,6 +621,15 @@ async fn issue(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    super::audit(
+        state,
+        &order.account_id,
+        "acme.certificate.issue",
+        "certificates",
+        &cert_id,
+        json!({"order_id": order.id, "version_id": version_id, "serial": signed.serial_hex, "names": names, "profile_id": profile_id}),
+    )
+    .await;
     Ok(())
 }
 
@@ -759,6 +768,16 @@ pub async fn revoke(State(state): State<AppState>, signed: Signed) -> Result<Res
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
+    let actor = signed.account.as_ref().map(|a| a.id.as_str()).unwrap_or("certificate-key");
+    super::audit(
+        &state,
+        actor,
+        "acme.certificate.revoke",
+        "certificates",
+        &cert_id,
+        json!({"version_id": version_id, "serial": serial, "reason": reason}),
+    )
+    .await;
     Ok(StatusCode::OK.into_response())
 }
 

@@ -728,6 +728,20 @@ async fn a_trusted_profile_issues_stores_a_managed_certificate_answers_ari_and_r
     let (n,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM certificate_revocations").fetch_one(&app.pool).await.expect("count");
     assert_eq!(n, 1);
+    // Issuance and revocation are audited with the account as actor.
+    app.server.as_ref().expect("server").state.audit.flush().await;
+    let actions: Vec<(String, String)> =
+        sqlx::query_as("SELECT action, actor FROM audit_events WHERE actor_type = 'acme_account'")
+            .fetch_all(&app.pool)
+            .await
+            .expect("audit");
+    let acct_id = jose.kid.as_deref().and_then(|k| k.rsplit('/').next()).expect("id");
+    for action in ["acme.account.create", "acme.certificate.issue", "acme.certificate.revoke"] {
+        assert!(
+            actions.iter().any(|(a, who)| a == action && who == &format!("acme:{acct_id}")),
+            "{action}: {actions:?}"
+        );
+    }
     app.stop().await;
 }
 
