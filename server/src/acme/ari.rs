@@ -98,6 +98,14 @@ pub fn suggested_window(
     (start, start + len)
 }
 
+/// Finds certificate versions by serial spellings (`$1 text[]`); served by
+/// `idx_certificate_versions_serial_number` (migration 0012).
+pub const LOOKUP_SQL: &str = "SELECT cv.not_before, cv.not_after, cv.pem_chain, rp.renewal_window_days, mc.status
+   FROM certificate_versions cv
+   JOIN managed_certificates mc ON mc.id = cv.certificate_id
+   LEFT JOIN renewal_policies rp ON rp.id = mc.renewal_policy_id
+  WHERE cv.serial_number = ANY($1)";
+
 /// `(not_before, not_after, pem_chain, renewal_window_days, certificate status)`.
 type AriRow = (DateTime<Utc>, DateTime<Utc>, String, Option<i32>, String);
 
@@ -109,16 +117,8 @@ pub async fn renewal_info(
 ) -> Result<Response, Problem> {
     let raw = params.get("cert_id").map(String::as_str).unwrap_or("");
     let id = parse_cert_id(raw)?;
-    let rows: Vec<AriRow> = sqlx::query_as(
-        "SELECT cv.not_before, cv.not_after, cv.pem_chain, rp.renewal_window_days, mc.status
-           FROM certificate_versions cv
-           JOIN managed_certificates mc ON mc.id = cv.certificate_id
-           LEFT JOIN renewal_policies rp ON rp.id = mc.renewal_policy_id
-          WHERE cv.serial_number = ANY($1)",
-    )
-    .bind(serial_candidates(&id.serial))
-    .fetch_all(&state.pool)
-    .await?;
+    let rows: Vec<AriRow> =
+        sqlx::query_as(LOOKUP_SQL).bind(serial_candidates(&id.serial)).fetch_all(&state.pool).await?;
     let (nb, na, _, days, status) = rows
         .into_iter()
         .find(|r| chain_aki(&r.2).is_some_and(|k| k == id.aki))

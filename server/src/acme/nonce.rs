@@ -27,16 +27,15 @@ pub async fn issue(pool: &PgPool, ttl: Duration) -> Result<String, sqlx::Error> 
     Ok(nonce)
 }
 
+/// Redeems a nonce atomically (primary-key delete); says whether it had not expired.
+pub const CONSUME_SQL: &str = "DELETE FROM acme_nonces WHERE nonce = $1 RETURNING (expires_at > now())::int";
+
 /// Redeems `nonce`: true when it existed, had not expired and had not been used.
 pub async fn consume(pool: &PgPool, nonce: &str) -> Result<bool, sqlx::Error> {
     // Nonces we issue are 22 base64url characters; anything else cannot be ours.
     if nonce.is_empty() || nonce.len() > 64 {
         return Ok(false);
     }
-    let row: Option<(i32,)> =
-        sqlx::query_as("DELETE FROM acme_nonces WHERE nonce = $1 RETURNING (expires_at > now())::int")
-            .bind(nonce)
-            .fetch_optional(pool)
-            .await?;
+    let row: Option<(i32,)> = sqlx::query_as(CONSUME_SQL).bind(nonce).fetch_optional(pool).await?;
     Ok(matches!(row, Some((1,))))
 }

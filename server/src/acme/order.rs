@@ -181,6 +181,10 @@ fn parse_time(v: Option<&Value>, name: &str) -> Result<Option<DateTime<Utc>>, Pr
     }
 }
 
+/// Counts an account's unfinished, unexpired orders (served by `idx_acme_orders_account_status`).
+pub const PENDING_COUNT_SQL: &str = "SELECT count(*) FROM acme_orders
+  WHERE account_id = $1 AND status IN ('pending', 'ready', 'processing') AND expires_at > now()";
+
 /// POST `new-order` (RFC 8555 §7.4).
 pub async fn new_order(State(state): State<AppState>, signed: Signed) -> Result<Response, Problem> {
     let acct = signed.account()?.clone();
@@ -217,13 +221,7 @@ pub async fn new_order(State(state): State<AppState>, signed: Signed) -> Result<
 
     // Contract §5: at most N concurrent pending orders per account (a count query, so it holds
     // across replicas), then the hourly sliding window.
-    let (pending,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM acme_orders
-          WHERE account_id = $1 AND status IN ('pending', 'ready', 'processing') AND expires_at > now()",
-    )
-    .bind(&acct.id)
-    .fetch_one(&state.pool)
-    .await?;
+    let (pending,): (i64,) = sqlx::query_as(PENDING_COUNT_SQL).bind(&acct.id).fetch_one(&state.pool).await?;
     let max_pending = state.acme.limiters.max_pending_orders;
     if max_pending > 0 && pending >= max_pending {
         return Err(Problem::rate_limited(

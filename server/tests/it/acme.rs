@@ -889,3 +889,42 @@ async fn key_changes_are_limited_to_five_per_hour() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn hot_acme_statements_are_served_by_indexes() {
+    use sqlx::{Connection, Row};
+    let (url, pool) = crate::support::migrated_database(true).await;
+    sqlx::query(
+        "INSERT INTO certificate_versions (id, certificate_id, issuer_id, serial_number, not_before, not_after,
+                                           fingerprint_sha256, pem_chain)
+         SELECT 'cv-ix-' || g, (SELECT id FROM managed_certificates ORDER BY id LIMIT 1), 'iss-local', to_hex(g * 7919),
+                now(), now() + interval '90 days', '', ''
+           FROM generate_series(1, 2000) g",
+    )
+    .execute(&pool)
+    .await
+    .expect("versions");
+    sqlx::query("ANALYZE").execute(&pool).await.expect("analyze");
+    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+    sqlx::query("SET enable_seqscan = off").execute(&mut conn).await.expect("set");
+    let mut plan = async |prepare: String, execute: &str| -> String {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DEALLOCATE ALL; {prepare}")))
+            .execute(&mut conn)
+            .await
+            .expect("prepare");
+        let rows =
+            sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN {execute}"))).fetch_all(&mut conn).await.expect("explain");
+        rows.iter().map(|r| r.get::<String, _>(0)).collect::<Vec<_>>().join("\n")
+    };
+    let ari =
+        plan(format!("PREPARE ari(text[]) AS {}", certctl_server::acme::ari::LOOKUP_SQL), "EXECUTE ari('{0a,a}')")
+            .await;
+    assert!(ari.contains("idx_certificate_versions_serial_number"), "renewal-info:\n{ari}");
+    let nonce =
+        plan(format!("PREPARE nc(text) AS {}", certctl_server::acme::nonce::CONSUME_SQL), "EXECUTE nc('x')").await;
+    assert!(nonce.contains("acme_nonces_pkey"), "nonce redeem:\n{nonce}");
+    let pending =
+        plan(format!("PREPARE pc(text) AS {}", certctl_server::acme::order::PENDING_COUNT_SQL), "EXECUTE pc('acct-x')")
+            .await;
+    assert!(pending.contains("idx_acme_orders_account_status"), "pending orders:\n{pending}");
+}
