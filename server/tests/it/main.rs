@@ -1,6 +1,7 @@
 //! Integration tests of certctl-server against a real PostgreSQL (one binary, one cluster,
 //! a fresh database per test).
 
+mod agent_flow;
 mod api_agents;
 mod api_auth;
 mod api_certificates;
