@@ -6,5 +6,6 @@ mod issuance;
 mod migrations;
 mod notify;
 mod ratelimit;
+mod replicas;
 mod scheduler;
 mod support;
