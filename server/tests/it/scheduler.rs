@@ -341,10 +341,12 @@ async fn exactly_one_replica_leads_and_leadership_moves_when_the_leader_stops_or
     let leader_is_a = sa.scheduler.is_leader();
     assert_eq!(recorded, if leader_is_a { "replica-a" } else { "replica-b" });
 
-    // Kill the leader's dedicated connection: it steps down, and someone leads again.
+    // Kill the leader's dedicated connection (advisory locks are per database; other tests'
+    // leaders live in other databases of the same cluster): it steps down, and someone leads again.
     let old = if leader_is_a { sa.clone() } else { sb.clone() };
     let killed: i64 = sqlx::query_scalar(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
            AND objid = ($1::bigint & x'ffffffff'::bigint)::oid",
     )
     .bind(certctl_server::scheduler::leader::LEADER_LOCK_KEY)
