@@ -202,5 +202,11 @@ async fn the_crl_lists_revoked_serials_is_signed_by_the_ca_and_is_served_without
     assert_eq!(r.status(), 404);
     let env: serde_json::Value = r.json().await.expect("envelope");
     assert_eq!(env["error"], "Not Found");
+    sqlx::query("INSERT INTO issuers (id, name, type) VALUES ('iss-upstream', 'Upstream', 'ACME')")
+        .execute(&app.pool)
+        .await
+        .expect("issuer");
+    let r = app.client.get(app.url("/.well-known/pki/crl/iss-upstream")).send().await.expect("get");
+    assert_eq!(r.status(), 404, "an issuer that is not the local CA publishes no CRL here");
     app.stop().await;
 }
