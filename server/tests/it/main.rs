@@ -13,6 +13,7 @@ mod issuance;
 mod migrations;
 mod notify;
 mod ratelimit;
+mod replicas;
 mod scheduler;
 mod support;
 mod workflows;
