@@ -138,9 +138,6 @@ pub async fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Run
     let shutdown = state.shutdown.clone();
     let drain_timeout = state.config.shutdown_timeout;
     let st = state.clone();
-    if state.config.scheduler_enabled {
-        scheduler::start(&state);
-    }
     let tls = match (&state.config.server_tls_cert_path, &state.config.server_tls_key_path) {
         (Some(cert), Some(key)) => {
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -152,29 +149,39 @@ pub async fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Run
         }
         _ => None,
     };
+    // Started only once nothing can fail any more: `finish()` is what stops it.
+    if state.config.scheduler_enabled {
+        scheduler::start(&state);
+    }
     let task = tokio::spawn(async move {
-        match tls {
-            None => {
-                axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                    .await?;
+        // Whatever way serving ends (shutdown or a listener error), background work is stopped
+        // and drained before the pool closes.
+        let served: anyhow::Result<()> = async move {
+            match tls {
+                None => {
+                    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+                        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                        .await?;
+                }
+                Some(tls) => {
+                    let handle = axum_server::Handle::new();
+                    let h = handle.clone();
+                    let sd = shutdown.clone();
+                    tokio::spawn(async move {
+                        sd.cancelled().await;
+                        h.graceful_shutdown(Some(drain_timeout));
+                    });
+                    axum_server::from_tcp_rustls(listener.into_std()?, tls)?
+                        .handle(handle)
+                        .serve(router.into_make_service_with_connect_info::<SocketAddr>())
+                        .await?;
+                }
             }
-            Some(tls) => {
-                let handle = axum_server::Handle::new();
-                let h = handle.clone();
-                let sd = shutdown.clone();
-                tokio::spawn(async move {
-                    sd.cancelled().await;
-                    h.graceful_shutdown(Some(drain_timeout));
-                });
-                axum_server::from_tcp_rustls(listener.into_std()?, tls)?
-                    .handle(handle)
-                    .serve(router.into_make_service_with_connect_info::<SocketAddr>())
-                    .await?;
-            }
+            Ok(())
         }
+        .await;
         finish(&st, drain_timeout).await;
-        Ok(())
+        served
     });
     Ok(RunningServer { addr, state, task })
 }

@@ -1,6 +1,6 @@
 //! `GET /.well-known/pki/crl/{issuer_id}`: the issuer's latest signed CRL (DER,
 //! `application/pkix-crl`), unauthenticated so relying parties can fetch it (RFC 5280 §4.2.1.13).
-//! An unknown issuer gets the 404 envelope; the first fetch before the CRL loop has run signs one.
+//! An unknown issuer (or one that is not the local CA) gets the 404 envelope; the first fetch before the CRL loop has run signs one.
 
 use axum::Router;
 use axum::extract::State;
@@ -17,6 +17,11 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn crl(State(state): State<AppState>, ApiPath(issuer_id): ApiPath<String>) -> Result<Response, ApiError> {
-    let der = crate::issuance::current_crl(&state, &issuer_id).await?;
+    let der = match crate::issuance::current_crl(&state, &issuer_id).await {
+        Ok(der) => der,
+        // An issuer that is not the local CA publishes no CRL here: nothing at this URL.
+        Err(crate::issuance::IssuanceError::NotAllowed(m)) => return Err(ApiError::NotFound(m)),
+        Err(e) => return Err(e.into()),
+    };
     Ok(([(header::CONTENT_TYPE, "application/pkix-crl"), (header::CACHE_CONTROL, "max-age=300")], der).into_response())
 }

@@ -6,7 +6,7 @@
 //! `max_keys`, never more.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
 
 use chrono::{DateTime, Utc};
 
@@ -77,4 +77,23 @@ impl Limiter for MemoryLimiter {
     fn limit(&self) -> Limit {
         self.limit
     }
+}
+
+/// In-memory limiters built by `ratelimit::build`, so the janitor loop can sweep them. Weak:
+/// a limiter dropped by its owner is forgotten at the next sweep.
+static REGISTRY: Mutex<Vec<Weak<MemoryLimiter>>> = Mutex::new(Vec::new());
+
+/// Registers `limiter` for janitor sweeps.
+pub(crate) fn register(limiter: &Arc<MemoryLimiter>) {
+    REGISTRY.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::downgrade(limiter));
+}
+
+/// Sweeps every registered, still-alive limiter; returns the keys dropped.
+pub(crate) fn sweep_registered(now: DateTime<Utc>) -> usize {
+    let alive: Vec<Arc<MemoryLimiter>> = {
+        let mut reg = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
+        reg.retain(|w| w.strong_count() > 0);
+        reg.iter().filter_map(Weak::upgrade).collect()
+    };
+    alive.iter().map(|l| l.sweep(now)).sum()
 }

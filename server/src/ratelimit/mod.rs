@@ -66,7 +66,11 @@ use crate::config::RateLimitBackend;
 /// responses) never count each other's calls. The in-memory backend ignores `pool`.
 pub fn build(backend: RateLimitBackend, pool: &PgPool, namespace: &str, limit: Limit) -> Arc<dyn Limiter> {
     match backend {
-        RateLimitBackend::Memory => Arc::new(MemoryLimiter::new(namespace, limit, memory::DEFAULT_MAX_KEYS)),
+        RateLimitBackend::Memory => {
+            let limiter = Arc::new(MemoryLimiter::new(namespace, limit, memory::DEFAULT_MAX_KEYS));
+            memory::register(&limiter);
+            limiter
+        }
         RateLimitBackend::Postgres => Arc::new(PgLimiter::new(pool.clone(), namespace, limit)),
     }
 }
@@ -76,9 +80,12 @@ pub fn build(backend: RateLimitBackend, pool: &PgPool, namespace: &str, limit: L
 /// timestamp that still counted.
 pub const JANITOR_IDLE_AFTER: Duration = Duration::from_secs(2 * 3600);
 
-/// The janitor's sweep: deletes buckets idle since before `now - JANITOR_IDLE_AFTER`.
-/// Uses `idx_rate_limit_buckets_updated_at`. Returns the number of rows deleted.
+/// The janitor's sweep: deletes `rate_limit_buckets` rows idle since before
+/// `now - JANITOR_IDLE_AFTER` (uses `idx_rate_limit_buckets_updated_at`), and drops keys with
+/// empty windows from every in-memory limiter built by [`build`] in this process. Returns the
+/// number of rows deleted.
 pub async fn janitor_sweep(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    memory::sweep_registered(now);
     let cutoff = now - chrono::Duration::from_std(JANITOR_IDLE_AFTER).unwrap_or(chrono::Duration::hours(2));
     let done = sqlx::query("DELETE FROM rate_limit_buckets WHERE updated_at < $1").bind(cutoff).execute(pool).await?;
     Ok(done.rows_affected())

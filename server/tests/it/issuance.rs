@@ -202,5 +202,52 @@ async fn the_crl_lists_revoked_serials_is_signed_by_the_ca_and_is_served_without
     assert_eq!(r.status(), 404);
     let env: serde_json::Value = r.json().await.expect("envelope");
     assert_eq!(env["error"], "Not Found");
+    sqlx::query("INSERT INTO issuers (id, name, type) VALUES ('iss-upstream', 'Upstream', 'ACME')")
+        .execute(&app.pool)
+        .await
+        .expect("issuer");
+    let r = app.client.get(app.url("/.well-known/pki/crl/iss-upstream")).send().await.expect("get");
+    assert_eq!(r.status(), 404, "an issuer that is not the local CA publishes no CRL here");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn rsa_csrs_are_recognised_and_a_profile_default_algorithm_drives_server_keygen() {
+    let app = spawn_app(&["--scheduler-enabled", "false", "--keygen-mode", "server"]).await;
+    let state = state_of(&app);
+    let key = KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).expect("rsa key");
+    let csr = CertificateParams::new(vec!["rsa.example.com".to_string()])
+        .expect("params")
+        .serialize_request(&key)
+        .expect("csr")
+        .pem()
+        .expect("pem");
+    assert_eq!(issuance::parse_csr(&csr).expect("parses").key_algorithm, "RSA-2048");
+    let signed = issuance::sign_csr(&state, "iss-local", Some("prof-standard-tls"), &csr).await.expect("signed");
+    check_leaf(&signed.pem_chain, 90, false);
+
+    sqlx::query("UPDATE certificate_profiles SET default_key_algorithm = 'ECDSA-P384' WHERE id = 'prof-standard-tls'")
+        .execute(&app.pool)
+        .await
+        .expect("profile");
+    sqlx::query("INSERT INTO jobs (id, type, certificate_id) VALUES ('job-384', 'Renewal', 'mc-demo-api')")
+        .execute(&app.pool)
+        .await
+        .expect("job");
+    certctl_server::scheduler::run_tick(&state, certctl_server::scheduler::LoopKind::JobProcessor, chrono::Utc::now())
+        .await
+        .expect("tick");
+    let (alg, chain): (String, String) =
+        sqlx::query_as("SELECT key_algorithm, pem_chain FROM certificate_versions WHERE job_id = 'job-384'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("version");
+    assert_eq!(alg, "ECDSA-P384");
+    let leaf_der = der_of(&chain, 0);
+    let (_, leaf) = X509Certificate::from_der(&leaf_der).expect("leaf");
+    let x509_parser::public_key::PublicKey::EC(point) = leaf.public_key().parsed().expect("key") else {
+        panic!("expected an EC key")
+    };
+    assert_eq!(point.key_size(), 384);
     app.stop().await;
 }

@@ -3,6 +3,7 @@
 
 mod acme;
 mod acme_client;
+mod agent_flow;
 mod api_agents;
 mod api_auth;
 mod api_certificates;
@@ -14,6 +15,7 @@ mod issuance;
 mod migrations;
 mod notify;
 mod ratelimit;
+mod replicas;
 mod scheduler;
 mod support;
 mod workflows;

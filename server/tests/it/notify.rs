@@ -214,3 +214,30 @@ async fn the_dead_count_and_the_retry_sweep_can_use_their_indexes() {
     drop(conn);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_webhook_slower_than_its_timeout_counts_as_a_failure() {
+    let app = spawn_app(&["--scheduler-enabled", "false", "--webhook-timeout", "200ms"]).await;
+    let state = state_of(&app);
+    let slow = axum::Router::new().route(
+        "/slow",
+        post(|| async {
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            "late"
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, slow).await;
+    });
+    add_channel(&app.pool, "ch-slow", "webhook", serde_json::json!({ "url": format!("http://{addr}/slow") })).await;
+    let start = t0();
+    enqueue(&app.pool, start).await;
+    let stats = notify::process_due(&state, start).await.expect("send");
+    assert_eq!(stats, NotifyStats { sent: 0, failed: 1, dead: 0 });
+    let (status, count, next, error) = row(&app.pool).await;
+    assert_eq!((status.as_str(), count, next), ("failed", 1, Some(start + Duration::minutes(1))));
+    assert!(error.is_some_and(|e| e.contains("webhook POST")));
+    app.stop().await;
+}

@@ -341,10 +341,12 @@ async fn exactly_one_replica_leads_and_leadership_moves_when_the_leader_stops_or
     let leader_is_a = sa.scheduler.is_leader();
     assert_eq!(recorded, if leader_is_a { "replica-a" } else { "replica-b" });
 
-    // Kill the leader's dedicated connection: it steps down, and someone leads again.
+    // Kill the leader's dedicated connection (advisory locks are per database; other tests'
+    // leaders live in other databases of the same cluster): it steps down, and someone leads again.
     let old = if leader_is_a { sa.clone() } else { sb.clone() };
     let killed: i64 = sqlx::query_scalar(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
            AND objid = ($1::bigint & x'ffffffff'::bigint)::oid",
     )
     .bind(certctl_server::scheduler::leader::LEADER_LOCK_KEY)
@@ -366,4 +368,110 @@ async fn exactly_one_replica_leads_and_leadership_moves_when_the_leader_stops_or
         .expect("leader row");
     assert_eq!(recorded, follower_id);
     follower.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_drains_the_running_processor_tick_so_no_claimed_job_is_left_running() {
+    let url = fresh_database_url().await;
+    let app = spawn_app_on(
+        &url,
+        &[
+            "--keygen-mode",
+            "server",
+            "--job-processor-interval",
+            "50ms",
+            "--job-batch-size",
+            "50",
+            "--config-encryption-key",
+            "a-long-enough-test-secret",
+        ],
+    )
+    .await;
+    let pool = certctl_server::db::connect(&url, 2).await.expect("observer pool");
+    sqlx::raw_sql(
+        "INSERT INTO managed_certificates (id, name, common_name, owner_id, team_id, issuer_id, renewal_policy_id, status) \
+         SELECT 'dc-' || g, 'dc-' || g, 'd' || g || '.example.com', 'o-alice', 't-platform', 'iss-local', 'rp-standard', \
+                'RenewalInProgress' FROM generate_series(1, 600) g; \
+         INSERT INTO jobs (id, type, certificate_id) SELECT 'djob-' || substr(id, 4), 'Renewal', id \
+           FROM managed_certificates WHERE id LIKE 'dc-%';",
+    )
+    .execute(&pool)
+    .await
+    .expect("seed");
+    wait_for("the processor to start completing jobs", async || {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM jobs WHERE status = 'Completed'")
+            .fetch_one(&pool)
+            .await
+            .is_ok_and(|n| n > 0)
+    })
+    .await;
+    app.stop().await;
+    let running: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'Running'").fetch_one(&pool).await.expect("count");
+    assert_eq!(running, 0, "every claimed job finished before shutdown returned");
+    let (completed, versions): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM jobs WHERE status = 'Completed'), (SELECT count(*) FROM certificate_versions)",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("counts");
+    assert_eq!(completed, versions);
+    let sealed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM certificate_versions WHERE private_key_pem LIKE 'enc:v1:%' AND private_key_pem NOT LIKE '%PRIVATE KEY%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("sealed");
+    assert_eq!(sealed, versions, "server-generated keys are encrypted at rest");
+}
+
+#[tokio::test]
+async fn leader_only_loops_run_on_the_leader_alone() {
+    let url = fresh_database_url().await;
+    let flags = |id: &'static str| {
+        [
+            "--instance-id",
+            id,
+            "--leader-election-interval",
+            "100ms",
+            "--notification-process-interval",
+            "100ms",
+            "--crl-interval",
+            "100ms",
+            "--short-lived-expiry-interval",
+            "100ms",
+        ]
+    };
+    let a = spawn_app_on(&url, &flags("only-a")).await;
+    let b = spawn_app_on(&url, &flags("only-b")).await;
+    let (sa, sb) = (state_of(&a), state_of(&b));
+    add_log_channel(&a.pool).await;
+    let mut tx = a.pool.begin().await.expect("tx");
+    for i in 0..50 {
+        certctl_server::notify::enqueue(&mut tx, "test", None, &format!("s{i}"), "m", Utc::now())
+            .await
+            .expect("enqueue");
+    }
+    tx.commit().await.expect("commit");
+    wait_for("all notifications sent", async || {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM notification_events WHERE status <> 'sent'")
+            .fetch_one(&a.pool)
+            .await
+            .is_ok_and(|n| n == 0)
+    })
+    .await;
+    let (leader, follower) = if sa.scheduler.is_leader() { (&sa, &sb) } else { (&sb, &sa) };
+    assert!(leader.scheduler.is_leader() && !follower.scheduler.is_leader());
+    assert!(leader.metrics.render().contains("certctl_notification_sent_total 50"));
+    assert!(follower.metrics.render().contains("certctl_notification_sent_total 0"));
+    assert_eq!(follower.scheduler.ticks(LoopKind::NotificationProcess), 0);
+    assert_eq!(follower.scheduler.ticks(LoopKind::Crl), 0);
+    // Idempotent loops, by contrast, run on every replica.
+    wait_for("both replicas to run the expiry loop", async || {
+        follower.scheduler.ticks(LoopKind::ShortLivedExpiry) > 0
+            && leader.scheduler.ticks(LoopKind::ShortLivedExpiry) > 0
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
 }
