@@ -928,3 +928,35 @@ async fn hot_acme_statements_are_served_by_indexes() {
             .await;
     assert!(pending.contains("idx_acme_orders_account_status"), "pending orders:\n{pending}");
 }
+
+#[tokio::test]
+async fn a_nonce_from_one_replica_is_accepted_once_by_another() {
+    let a = spawn_app(&[]).await;
+    let b = crate::support::spawn_app_on(&a.url, &[]).await;
+    let (pa, pb) = (prefix(&a, None), prefix(&b, None));
+    let jose = Jose::new();
+    let n = nonce(&a, &pa).await;
+    let url_b = format!("{pb}/new-account");
+    let body = jose.sign_header(&jose.header(&url_b, &n), Some(&json!({"termsOfServiceAgreed": true})));
+    assert_eq!(post_raw(&b, &url_b, &body).await.status(), 201);
+    // Replayed at either replica: badNonce.
+    assert_problem(post_raw(&b, &url_b, &body).await, 400, "badNonce").await;
+    let url_a = format!("{pa}/new-account");
+    let again = jose.sign_header(&jose.header(&url_a, &n), Some(&json!({"termsOfServiceAgreed": true})));
+    assert_problem(post_raw(&a, &url_a, &again).await, 400, "badNonce").await;
+    b.stop().await;
+    a.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_nonce_is_refused() {
+    let app = spawn_app(&["--acme-nonce-ttl", "300ms"]).await;
+    let pfx = prefix(&app, None);
+    let jose = Jose::new();
+    let n = nonce(&app, &pfx).await;
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let url = format!("{pfx}/new-account");
+    let body = jose.sign_header(&jose.header(&url, &n), Some(&json!({"termsOfServiceAgreed": true})));
+    assert_problem(post_raw(&app, &url, &body).await, 400, "badNonce").await;
+    app.stop().await;
+}
