@@ -112,7 +112,15 @@ pub async fn respond(
         if !p.is_object() {
             return Err(Problem::malformed("a challenge response is the empty object {}"));
         }
-        if chal.status == "pending" {
+        // Validate only while the authorization is still pending: once a sibling challenge
+        // succeeded (or the authorization expired or was deactivated) there is nothing to prove.
+        let authz_pending = chal.status == "pending"
+            && sqlx::query_scalar::<_, String>("SELECT status FROM acme_authorizations WHERE id = $1")
+                .bind(&chal.authorization_id)
+                .fetch_optional(&state.pool)
+                .await?
+                .is_some_and(|s| s == "pending");
+        if authz_pending {
             check_limit(state.acme.limiters.challenges.as_ref(), &acct.id, "challenge responses").await?;
             let claimed = sqlx::query(
                 "UPDATE acme_challenges SET status = 'processing', updated_at = now() WHERE id = $1 AND status = 'pending'",
@@ -257,20 +265,24 @@ async fn record(pool: &PgPool, c: &Challenge, order_id: &str, outcome: Result<()
                 .bind(p.to_json())
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
+            let authz = sqlx::query(
                 "UPDATE acme_authorizations SET status = 'invalid', updated_at = now() WHERE id = $1 AND status = 'pending'",
             )
             .bind(&c.authorization_id)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "UPDATE acme_orders SET status = 'invalid', error = $2, updated_at = now()
-                  WHERE id = $1 AND status IN ('pending', 'ready')",
-            )
-            .bind(order_id)
-            .bind(p.to_json())
-            .execute(&mut *tx)
-            .await?;
+            // Only a failure that invalidated a pending authorization sinks the order; a redundant
+            // challenge failing after a sibling succeeded changes nothing else (RFC 8555 §7.1.6).
+            if authz.rows_affected() == 1 {
+                sqlx::query(
+                    "UPDATE acme_orders SET status = 'invalid', error = $2, updated_at = now()
+                      WHERE id = $1 AND status IN ('pending', 'ready')",
+                )
+                .bind(order_id)
+                .bind(p.to_json())
+                .execute(&mut *tx)
+                .await?;
+            }
         }
     }
     tx.commit().await
