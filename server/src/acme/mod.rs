@@ -272,13 +272,11 @@ impl FromRequestParts<AppState> for Ctx {
 /// on errors, so a flood of unknown certIDs costs no INSERT; `new-nonce` sets its own.
 pub async fn middleware(State(state): State<AppState>, req: Request, next: axum::middleware::Next) -> Response {
     let base = base_url(&state.config, req.headers());
-    let (profile_id, prefix) = split_path(req.uri().path(), &state.config.acme_default_profile);
-    let _ = profile_id;
+    let (_, prefix) = split_path(req.uri().path(), &state.config.acme_default_profile);
     let directory = format!("<{base}{prefix}/directory>;rel=\"index\"");
     let is_post = req.method() == Method::POST;
     let mut resp = next.run(req).await;
-    let needs_nonce = is_post;
-    if needs_nonce && !resp.headers().contains_key("replay-nonce") {
+    if is_post && !resp.headers().contains_key("replay-nonce") {
         match nonce::issue(&state.pool, state.config.acme_nonce_ttl).await {
             Ok(n) => {
                 if let Ok(v) = HeaderValue::from_str(&n) {
@@ -291,7 +289,7 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: axum:
     if let Ok(v) = HeaderValue::from_str(&directory) {
         resp.headers_mut().append(header::LINK, v);
     }
-    if needs_nonce {
+    if is_post {
         resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     resp
@@ -325,26 +323,36 @@ async fn new_nonce(State(state): State<AppState>, method: Method, _ctx: Ctx) -> 
     Ok(resp)
 }
 
+/// Wrong method on an ACME resource (e.g. GET on a POST-as-GET resource, RFC 8555 §6.3):
+/// 405 as a problem document. Set per route so the REST API's JSON fallback does not apply.
+async fn method_not_allowed() -> Problem {
+    Problem::malformed("method not allowed; ACME resources are fetched with POST-as-GET")
+        .with_status(StatusCode::METHOD_NOT_ALLOWED)
+}
+
 /// The ACME router: every endpoint under `/acme/profile/{profile}/` and under `/acme/`.
 /// Merged into the application router outside any API-key layer (contract §3).
 pub fn router(state: AppState) -> Router<AppState> {
     let mut r = Router::new();
     for p in ["/acme/profile/{profile}", "/acme"] {
         r = r
-            .route(&format!("{p}/directory"), get(directory))
-            .route(&format!("{p}/new-nonce"), on(MethodFilter::GET.or(MethodFilter::HEAD), new_nonce))
-            .route(&format!("{p}/new-account"), post(account::new_account))
-            .route(&format!("{p}/account/{{id}}"), post(account::update_account))
-            .route(&format!("{p}/account/{{id}}/orders"), post(account::list_orders))
-            .route(&format!("{p}/key-change"), post(account::key_change))
-            .route(&format!("{p}/new-order"), post(order::new_order))
-            .route(&format!("{p}/order/{{id}}"), post(order::get_order))
-            .route(&format!("{p}/order/{{id}}/finalize"), post(order::finalize))
-            .route(&format!("{p}/authz/{{id}}"), post(order::authz))
-            .route(&format!("{p}/challenge/{{id}}"), post(challenge::respond))
-            .route(&format!("{p}/cert/{{id}}"), post(order::certificate))
-            .route(&format!("{p}/revoke-cert"), post(order::revoke))
-            .route(&format!("{p}/renewal-info/{{cert_id}}"), get(ari::renewal_info));
+            .route(&format!("{p}/directory"), get(directory).fallback(method_not_allowed))
+            .route(
+                &format!("{p}/new-nonce"),
+                on(MethodFilter::GET.or(MethodFilter::HEAD), new_nonce).fallback(method_not_allowed),
+            )
+            .route(&format!("{p}/new-account"), post(account::new_account).fallback(method_not_allowed))
+            .route(&format!("{p}/account/{{id}}"), post(account::update_account).fallback(method_not_allowed))
+            .route(&format!("{p}/account/{{id}}/orders"), post(account::list_orders).fallback(method_not_allowed))
+            .route(&format!("{p}/key-change"), post(account::key_change).fallback(method_not_allowed))
+            .route(&format!("{p}/new-order"), post(order::new_order).fallback(method_not_allowed))
+            .route(&format!("{p}/order/{{id}}"), post(order::get_order).fallback(method_not_allowed))
+            .route(&format!("{p}/order/{{id}}/finalize"), post(order::finalize).fallback(method_not_allowed))
+            .route(&format!("{p}/authz/{{id}}"), post(order::authz).fallback(method_not_allowed))
+            .route(&format!("{p}/challenge/{{id}}"), post(challenge::respond).fallback(method_not_allowed))
+            .route(&format!("{p}/cert/{{id}}"), post(order::certificate).fallback(method_not_allowed))
+            .route(&format!("{p}/revoke-cert"), post(order::revoke).fallback(method_not_allowed))
+            .route(&format!("{p}/renewal-info/{{cert_id}}"), get(ari::renewal_info).fallback(method_not_allowed));
     }
     r.layer(axum::middleware::from_fn_with_state(state, middleware))
 }

@@ -178,6 +178,10 @@ async fn the_directory_lists_absolute_urls_and_unknown_profiles_are_404_problems
     }
     let r = app.client.get(app.url("/acme/profile/nope/directory")).send().await.expect("dir");
     assert_problem(r, 404, "malformed").await;
+    // GET on a POST-as-GET resource: 405 as a problem document.
+    let r = app.client.get(app.url("/acme/order/ord-x")).send().await.expect("get");
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
     // No API key needed anywhere under /acme, and the external URL wins over Host.
     app.stop().await;
     let app = spawn_app(&["--external-url", "https://acme.example.org/"]).await;
