@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test lint fmt deps build clean
+.PHONY: run test lint fmt deps build clean acme-e2e
 
 ## Install PostgreSQL's server binaries when none are on the machine (Debian/Ubuntu, needs root).
 deps:
@@ -19,6 +19,12 @@ run: deps
 ## All tests: unit + integration against a real throw-away PostgreSQL.
 test: deps
 	$(CARGO) test --workspace --locked
+
+## ACME interoperability end to end: lego (Debian package) obtains and revokes certificates
+## (http-01 on loopback) against certctl-dev. Installs lego when missing (root + apt).
+acme-e2e: deps
+	$(CARGO) build --workspace --locked
+	bash scripts/acme-e2e.sh
 
 ## fmt + clippy, as CI runs them.
 lint:

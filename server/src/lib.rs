@@ -3,6 +3,7 @@
 //! A certificate lifecycle control plane on PostgreSQL.
 //!
 //! ## Map of the modules
+//! - [`acme`]: the ACME server (RFC 8555, ARI RFC 9773) under `/acme/`, authenticated by JWS.
 //! - [`audit`]: the batched, off-request-path writer of `audit_events`.
 //! - [`config`]: every `CERTCTL_*` setting, parsed once before anything binds.
 //! - [`db`]: pool, embedded migrations (sqlx migrator, advisory-locked), demo seed.
@@ -22,6 +23,7 @@
 //! scheduler's loops) reads and writes the same tables; replicas coordinate only through the
 //! database (row locks, advisory locks), never through each other.
 
+pub mod acme;
 pub mod audit;
 pub mod config;
 pub mod db;
@@ -57,6 +59,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Process-local counters and histograms.
     pub metrics: Arc<metrics::Metrics>,
+    /// ACME server state: profile cache, http-01 client, rate limiters.
+    pub acme: Arc<acme::AcmeState>,
     /// Loaded local CAs (one per `GenericCA` issuer), loaded on first use.
     pub cas: Arc<issuance::CaCache>,
     /// Scheduler state: leadership (`state.scheduler.is_leader()`), running loops, tick counts.
@@ -80,6 +84,8 @@ impl AppState {
             db::demo_seed(&pool).await.context("loading the demo seed")?;
         }
         let instance_id: Arc<str> = config.instance_id().into();
+        let acme = acme::AcmeState::new(&config, acme::AcmeLimiters::build(&config, &pool))
+            .context("building the ACME state")?;
         let api = Arc::new(http::ApiState::new(&config));
         let audit = audit::AuditSink::spawn(pool.clone(), config.audit_flush_interval);
         Ok(AppState {
@@ -88,6 +94,7 @@ impl AppState {
             instance_id,
             shutdown: CancellationToken::new(),
             metrics: Arc::new(metrics::Metrics::default()),
+            acme: Arc::new(acme),
             cas: Arc::new(issuance::CaCache::default()),
             scheduler: Arc::new(scheduler::SchedulerStatus::default()),
             api,

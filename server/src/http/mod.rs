@@ -176,6 +176,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(public)
         .merge(pki::router())
+        // ACME authenticates by JWS, never by API key (contract §3): outside any auth layer.
+        .merge(crate::acme::router(state.clone()))
         .merge(protected)
         .merge(metrics_routes)
         .route(

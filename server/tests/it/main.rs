@@ -1,6 +1,8 @@
 //! Integration tests of certctl-server against a real PostgreSQL (one binary, one cluster,
 //! a fresh database per test).
 
+mod acme;
+mod acme_client;
 mod agent_flow;
 mod api_agents;
 mod api_auth;

@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS idx_certificate_versions_serial_number;
