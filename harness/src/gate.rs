@@ -284,7 +284,7 @@ fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
     let m = s.len() / 2;
-    if s.len() % 2 == 0 { (s[m - 1] + s[m]) / 2.0 } else { s[m] }
+    if s.len().is_multiple_of(2) { (s[m - 1] + s[m]) / 2.0 } else { s[m] }
 }
 
 /// One-sided Mann-Whitney U test: p-value for "`x` tends to be larger than `y`" (normal

@@ -124,7 +124,8 @@ mod tests {
     #[test]
     fn a_log_reads_back_to_the_same_histograms() {
         let t0 = Instant::now();
-        let r = Recorder::new(t0, &["a".into(), "b".into()]);
+        let r = Recorder::new(&["a".into(), "b".into()]);
+        r.set_t0(t0);
         for i in 0..500u64 {
             let due = t0 + Duration::from_millis(i * 7);
             r.record((i % 2) as usize, due, due, due + Duration::from_micros(100 + i * 13), Outcome::Ok(200), false);

@@ -142,26 +142,27 @@ impl LabelStats {
 /// The recorder shared by every goose user of a scenario.
 #[derive(Debug)]
 pub struct Recorder {
-    t0: Instant,
+    /// Time zero of the intervals; set when the engine releases its users.
+    t0: std::sync::OnceLock<Instant>,
     labels: Vec<Mutex<LabelStats>>,
     total: AtomicU64,
     errors: AtomicU64,
 }
 
 impl Recorder {
-    /// A recorder for `labels` whose interval 0 starts at `t0`.
-    pub fn new(t0: Instant, labels: &[String]) -> Self {
+    /// A recorder for `labels`; interval 0 starts at the time zero given to [`Recorder::set_t0`].
+    pub fn new(labels: &[String]) -> Self {
         Recorder {
-            t0,
+            t0: std::sync::OnceLock::new(),
             labels: labels.iter().map(|l| Mutex::new(LabelStats::new(l))).collect(),
             total: AtomicU64::new(0),
             errors: AtomicU64::new(0),
         }
     }
 
-    /// The scenario's time zero.
-    pub fn t0(&self) -> Instant {
-        self.t0
+    /// Sets time zero (the first call wins).
+    pub fn set_t0(&self, t0: Instant) {
+        let _ = self.t0.set(t0);
     }
 
     /// Records one finished request of label index `label`.
@@ -177,7 +178,9 @@ impl Recorder {
         let Some(cell) = self.labels.get(label) else { return };
         let corrected = micros(ended.saturating_duration_since(intended));
         let service = micros(ended.saturating_duration_since(started));
-        let second = ended.saturating_duration_since(self.t0).as_secs() as usize;
+        // Nothing is recorded before time zero is set; should it happen, count from `intended`.
+        let t0 = self.t0.get().copied().unwrap_or(intended);
+        let second = ended.saturating_duration_since(t0).as_secs() as usize;
         let is_error = !matches!(outcome, Outcome::Ok(_));
         // A poisoned lock only means another user panicked mid-record; the histogram is
         // still consistent enough to keep counting.
@@ -270,7 +273,8 @@ mod tests {
     #[test]
     fn a_request_is_recorded_in_the_whole_run_and_its_interval() {
         let t0 = Instant::now();
-        let r = Recorder::new(t0, &["a".into()]);
+        let r = Recorder::new(&["a".into()]);
+        r.set_t0(t0);
         let due = t0 + Duration::from_millis(1500);
         r.record(0, due, due + Duration::from_millis(100), due + Duration::from_millis(110), Outcome::Ok(200), false);
         r.record(0, due, due, due + Duration::from_millis(1), Outcome::Status(503), false);

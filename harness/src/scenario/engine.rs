@@ -12,8 +12,11 @@
 //! Cancellation (Ctrl-C) is a shared flag checked before every request.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Notify;
 
 use goose::config::GooseConfiguration;
 use goose::prelude::*;
@@ -65,7 +68,7 @@ pub struct ScenarioRun {
     /// Per-label schedule accounting (open model): planned, issued, late, dropped.
     pub schedule: Vec<ScheduleCounts>,
     /// When the scenario's time zero was (wall clock), for the hlog header.
-    pub started_at: std::time::SystemTime,
+    pub started_at: SystemTime,
     /// Time from time zero to the last request's end.
     pub elapsed: Duration,
     /// Whether Ctrl-C cut it short.
@@ -85,19 +88,80 @@ pub struct ScheduleCounts {
     pub dropped: u64,
 }
 
-/// State shared by the users serving one label (open model) or one scenario (closed model).
+/// State shared by every goose user of a scenario.
 struct Shared {
     cfg: EngineConfig,
     requests: Vec<RequestDef>,
     recorder: Arc<Recorder>,
-    /// Open model: schedule per request; closed: empty.
-    schedules: Vec<Arc<Schedule>>,
+    model: Model,
+    /// Open model: (rate, planned) per request.
+    plan: Vec<(f64, u64)>,
+    duration: Duration,
+    /// Open model: schedule per request, built when the start is released.
+    schedules: OnceLock<Vec<Arc<Schedule>>>,
     /// Per-request sequence counters (closed model).
     seqs: Vec<AtomicU64>,
-    /// Closed model: when users stop.
-    deadline: Instant,
     pause: Duration,
-    t0: Instant,
+    /// Start barrier: users that have arrived, out of `total_users`.
+    arrived: AtomicUsize,
+    total_users: usize,
+    /// Time zero (monotonic and wall clock), set once every user has arrived.
+    start: OnceLock<(Instant, SystemTime)>,
+    released: Notify,
+    created: Instant,
+}
+
+/// Lead between releasing the users and slot 0, so every user is asleep on its first slot.
+const START_LEAD: Duration = Duration::from_millis(100);
+/// A user that never arrives (goose stopped launching) must not hold the run forever.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Shared {
+    /// Fixes time zero and builds the schedules (once).
+    fn release(&self) {
+        self.start.get_or_init(|| {
+            let t0 = Instant::now() + START_LEAD;
+            self.recorder.set_t0(t0);
+            let _ = self.schedules.set(
+                self.plan
+                    .iter()
+                    .map(|&(rate, planned)| {
+                        Arc::new(Schedule::new(t0, rate, planned, self.cfg.drain, self.cfg.late_tolerance))
+                    })
+                    .collect(),
+            );
+            (t0, SystemTime::now() + START_LEAD)
+        });
+        self.released.notify_waiters();
+    }
+
+    /// Waits until every user has arrived (goose launches users one by one, and building each
+    /// user's HTTP client takes a while), so the schedule starts with the whole pool ready —
+    /// otherwise the ramp-up itself would show up as late starts.
+    async fn wait_start(&self) -> Instant {
+        if self.arrived.fetch_add(1, Ordering::SeqCst) + 1 >= self.total_users {
+            self.release();
+        }
+        loop {
+            if let Some((t0, _)) = self.start.get() {
+                tokio::time::sleep_until((*t0).into()).await;
+                return *t0;
+            }
+            if self.created.elapsed() > BARRIER_TIMEOUT {
+                self.release();
+                continue;
+            }
+            let notified = self.released.notified();
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+    }
+
+    fn t0(&self) -> Option<Instant> {
+        self.start.get().map(|s| s.0)
+    }
 }
 
 /// Runs one scenario to completion (or Ctrl-C).
@@ -109,28 +173,23 @@ pub async fn run_scenario(sc: &ResolvedScenario, cfg: &EngineConfig) -> Result<S
         Model::Closed => vec![sc.users.unwrap_or(1).max(1)],
     };
     let total_users: usize = user_counts.iter().sum();
-    // Goose launches users at `increase_rate` per second; give them time to be ready before
-    // slot 0 is due, so the ramp-up does not show up as late starts.
     let launch_rate = 2000usize;
-    let lead = Duration::from_millis(300) + Duration::from_secs_f64(total_users as f64 / launch_rate as f64);
-    let t0 = Instant::now() + lead;
-    let started_at = std::time::SystemTime::now() + lead;
-    let recorder = Arc::new(Recorder::new(t0, &labels));
-    let schedules: Vec<Arc<Schedule>> = match def.load.model {
-        Model::Open => (0..def.requests.len())
-            .map(|i| Arc::new(Schedule::new(t0, sc.rates[i], sc.planned(i), cfg.drain, cfg.late_tolerance)))
-            .collect(),
-        Model::Closed => Vec::new(),
-    };
+    let recorder = Arc::new(Recorder::new(&labels));
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         requests: def.requests.clone(),
         recorder: recorder.clone(),
-        schedules: schedules.clone(),
+        model: def.load.model,
+        plan: (0..def.requests.len()).map(|i| (sc.rates.get(i).copied().unwrap_or(0.0), sc.planned(i))).collect(),
+        duration: sc.duration,
+        schedules: OnceLock::new(),
         seqs: def.requests.iter().map(|_| AtomicU64::new(0)).collect(),
-        deadline: t0 + sc.duration,
         pause: Duration::from_millis(def.load.pause_ms),
-        t0,
+        arrived: AtomicUsize::new(0),
+        total_users,
+        start: OnceLock::new(),
+        released: Notify::new(),
+        created: Instant::now(),
     });
 
     let mut config = GooseConfiguration::default();
@@ -143,9 +202,8 @@ pub async fn run_scenario(sc: &ResolvedScenario, cfg: &EngineConfig) -> Result<S
     config.no_error_summary = true;
     config.no_telnet = true;
     config.no_websocket = true;
-    config.no_granular_report = true;
     config.timeout = Some(format!("{}", cfg.request_timeout.as_secs().max(1)));
-    let mut attack = GooseAttack::initialize_with_config(config).map_err(|e| EngineError::Goose(e.to_string()))?;
+    let mut attack = GooseAttack::initialize_with_config(config).map_err(|e| EngineError::Goose(format!("{e:?}")))?;
     match def.load.model {
         Model::Open => {
             for (i, users) in user_counts.iter().enumerate() {
@@ -154,7 +212,7 @@ pub async fn run_scenario(sc: &ResolvedScenario, cfg: &EngineConfig) -> Result<S
                     Transaction::new(Arc::new(move |user: &mut GooseUser| Box::pin(open_loop(user, st.clone(), i))));
                 let scenario = Scenario::new(&labels[i])
                     .set_weight(*users)
-                    .map_err(|e| EngineError::Goose(e.to_string()))?
+                    .map_err(|e| EngineError::Goose(format!("{e:?}")))?
                     .register_transaction(tx.set_name(&labels[i]));
                 attack = attack.register_scenario(scenario);
             }
@@ -166,17 +224,26 @@ pub async fn run_scenario(sc: &ResolvedScenario, cfg: &EngineConfig) -> Result<S
         }
     }
 
-    let progress = cfg.progress.then(|| spawn_progress(def.name.clone(), recorder.clone(), t0, sc.duration));
+    let progress = cfg.progress.then(|| spawn_progress(def.name.clone(), shared.clone(), sc.duration));
     let result = attack.execute().await;
     if let Some(p) = progress {
         p.abort();
     }
-    result.map_err(|e| EngineError::Goose(e.to_string()))?;
+    result.map_err(|e| EngineError::Goose(format!("{e:?}")))?;
+    let (t0, started_at) = shared.start.get().copied().unwrap_or((shared.created, SystemTime::now()));
     let elapsed = Instant::now().saturating_duration_since(t0);
+    let schedules = shared.schedules.get();
     let schedule = (0..def.requests.len())
-        .map(|i| match schedules.get(i) {
-            Some(s) => ScheduleCounts { planned: s.total(), issued: s.issued(), late: s.late(), dropped: s.dropped() },
-            None => ScheduleCounts { issued: shared.seqs[i].load(Ordering::Relaxed), ..ScheduleCounts::default() },
+        .map(|i| match (shared.model, schedules.and_then(|s| s.get(i))) {
+            (Model::Open, Some(s)) => {
+                ScheduleCounts { planned: s.total(), issued: s.issued(), late: s.late(), dropped: s.dropped() }
+            }
+            (Model::Open, None) => {
+                ScheduleCounts { planned: sc.planned(i), dropped: sc.planned(i), ..Default::default() }
+            }
+            (Model::Closed, _) => {
+                ScheduleCounts { issued: shared.seqs[i].load(Ordering::Relaxed), ..Default::default() }
+            }
         })
         .collect();
     Ok(ScenarioRun {
@@ -189,8 +256,9 @@ pub async fn run_scenario(sc: &ResolvedScenario, cfg: &EngineConfig) -> Result<S
 }
 
 /// Prints `[scenario] 10/15 s  166.8 req/s  errors 0` every 5 s.
-fn spawn_progress(name: String, rec: Arc<Recorder>, t0: Instant, total: Duration) -> tokio::task::JoinHandle<()> {
+fn spawn_progress(name: String, st: Arc<Shared>, total: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let rec = st.recorder.clone();
         let mut last = (0u64, Instant::now());
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
@@ -198,9 +266,9 @@ fn spawn_progress(name: String, rec: Arc<Recorder>, t0: Instant, total: Duration
             let n = rec.total();
             let rate = (n - last.0) as f64 / now.duration_since(last.1).as_secs_f64().max(1e-9);
             last = (n, now);
+            let elapsed = st.t0().map(|t0| now.saturating_duration_since(t0).as_secs_f64()).unwrap_or(0.0);
             eprintln!(
-                "[{name}] {:>5.0}/{:.0} s  {rate:>8.1} req/s  requests {n}  errors {}",
-                now.saturating_duration_since(t0).as_secs_f64(),
+                "[{name}] {elapsed:>5.0}/{:.0} s  {rate:>8.1} req/s  requests {n}  errors {}",
                 total.as_secs_f64(),
                 rec.errors()
             );
@@ -210,7 +278,8 @@ fn spawn_progress(name: String, rec: Arc<Recorder>, t0: Instant, total: Duration
 
 /// Open model: take slots from the label's schedule until it is exhausted.
 async fn open_loop(user: &mut GooseUser, st: Arc<Shared>, i: usize) -> TransactionResult {
-    let Some(schedule) = st.schedules.get(i).cloned() else { return Ok(()) };
+    st.wait_start().await;
+    let Some(schedule) = st.schedules.get().and_then(|s| s.get(i)).cloned() else { return Ok(()) };
     while !st.cfg.cancel.load(Ordering::Relaxed) {
         let Some(slot) = schedule.claim(Instant::now()) else { break };
         tokio::time::sleep_until(slot.due.into()).await;
@@ -226,8 +295,8 @@ async fn open_loop(user: &mut GooseUser, st: Arc<Shared>, i: usize) -> Transacti
 
 /// Closed model: run the sequence, pause, repeat until the deadline.
 async fn closed_loop(user: &mut GooseUser, st: Arc<Shared>) -> TransactionResult {
-    tokio::time::sleep_until(st.t0.into()).await;
-    while Instant::now() < st.deadline && !st.cfg.cancel.load(Ordering::Relaxed) {
+    let deadline = st.wait_start().await + st.duration;
+    while Instant::now() < deadline && !st.cfg.cancel.load(Ordering::Relaxed) {
         for i in 0..st.requests.len() {
             if st.cfg.cancel.load(Ordering::Relaxed) {
                 return Ok(());
@@ -238,7 +307,7 @@ async fn closed_loop(user: &mut GooseUser, st: Arc<Shared>) -> TransactionResult
             let started = Instant::now();
             fire(user, &st, i, seq, started, started).await;
         }
-        let wake = (Instant::now() + st.pause).min(st.deadline);
+        let wake = (Instant::now() + st.pause).min(deadline);
         tokio::time::sleep_until(wake.into()).await;
     }
     Ok(())

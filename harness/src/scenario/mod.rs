@@ -316,7 +316,7 @@ impl ScenarioDef {
         if self.requests.is_empty() {
             return Err(self.invalid("no [[requests]]"));
         }
-        if !(self.load.duration_s > 0.0) {
+        if !positive(self.load.duration_s) {
             return Err(self.invalid("load.duration_s must be > 0"));
         }
         let mut labels = BTreeSet::new();
@@ -358,7 +358,7 @@ impl ScenarioDef {
             }
         }
         for (name, p) in &self.profiles {
-            if p.duration_s.is_some_and(|d| !(d > 0.0)) || p.rate_factor.is_some_and(|f| !(f > 0.0)) {
+            if p.duration_s.is_some_and(|d| !positive(d)) || p.rate_factor.is_some_and(|f| !positive(f)) {
                 return Err(self.invalid(format!("profile {name}: durations and factors must be > 0")));
             }
         }
@@ -381,6 +381,11 @@ impl ScenarioDef {
             rates: self.requests.iter().map(|r| r.rate.unwrap_or(0.0) * factor).collect(),
         })
     }
+}
+
+/// Finite and > 0 (NaN is not).
+fn positive(v: f64) -> bool {
+    v.is_finite() && v > 0.0
 }
 
 /// Loads every `*.toml` in `dir`, sorted by name.
