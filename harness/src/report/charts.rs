@@ -234,6 +234,7 @@ fn spectrum(root: DrawingArea<DynBackend<'_>, Shift>, sc: &ScenarioSummary, spec
         .map_err(e)?;
     chart
         .configure_mesh()
+        .x_labels(5)
         .x_desc("percentile")
         .y_desc("latency (ms)")
         .x_label_formatter(&|x| format!("{:.2}%", (1.0 - 10f64.powf(-x)) * 100.0))
