@@ -9,6 +9,7 @@ export CARGO_TERM_COLOR ?= never
 ## Install PostgreSQL's server binaries when none are on the machine (Debian/Ubuntu, needs root).
 deps:
 	@bash scripts/ensure-postgres.sh
+	@bash scripts/ensure-actionlint.sh
 
 ## Main job: certctl-server against a throw-away PostgreSQL with the demo seed (Ctrl-C stops it).
 run: deps

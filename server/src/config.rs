@@ -216,6 +216,16 @@ pub struct Config {
     #[arg(long, env = "CERTCTL_CRL_INTERVAL", default_value = "1h", value_parser = parse_duration)]
     pub crl_interval: Duration,
 
+    /// Leader election: how often a non-leader retries the advisory lock and the leader checks
+    /// its dedicated connection is still alive.
+    #[arg(long, env = "CERTCTL_LEADER_ELECTION_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub leader_election_interval: Duration,
+
+    /// Longest a single scheduler tick may run before it is abandoned (the job processor's
+    /// individual jobs are bounded by CERTCTL_JOB_RUNNING_TIMEOUT instead).
+    #[arg(long, env = "CERTCTL_SCHEDULER_TICK_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub scheduler_tick_timeout: Duration,
+
     /// Profile served under /acme/ (without /profile/{id}/).
     #[arg(long, env = "CERTCTL_ACME_DEFAULT_PROFILE", default_value = "prof-test")]
     pub acme_default_profile: String,
@@ -244,7 +254,7 @@ pub struct Config {
     #[arg(long, env = "CERTCTL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
-    /// Identity of this replica in logs, job claims and leader records. Default: host-pid.
+    /// Identity of this replica in logs, job claims and leader records. Default: host-pid-random.
     #[arg(long, env = "CERTCTL_INSTANCE_ID")]
     pub instance_id: Option<String>,
 
@@ -395,7 +405,10 @@ impl Config {
     pub fn instance_id(&self) -> String {
         self.instance_id.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "host".into());
-            format!("{}-{}", host.trim(), std::process::id())
+            // The random suffix keeps in-process replicas (tests, the throughput example) apart:
+            // job claims and the leader record are keyed by this id.
+            let suffix = uuid::Uuid::new_v4().simple().to_string();
+            format!("{}-{}-{}", host.trim(), std::process::id(), &suffix[..6])
         })
     }
 }

@@ -10,7 +10,9 @@
 //! - [`issuance`]: the local CA and the signing entry points.
 //! - [`metrics`]: process-local counters and histograms for `/metrics`.
 //! - [`pg_embedded`]: a throw-away PostgreSQL cluster for development, tests and the harness.
+//! - [`notify`]: notification events and their delivery (webhook, email, log) with retry/dead.
 //! - [`ratelimit`]: the sliding-window `Limiter` trait and its backends.
+//! - [`scheduler`]: leader election and the background loops (job processor, renewal check, …).
 //!
 //! ## Data flow
 //! A request enters [`http::router`], gets a request id, is authenticated by an extractor,
@@ -23,8 +25,10 @@ pub mod db;
 pub mod http;
 pub mod issuance;
 pub mod metrics;
+pub mod notify;
 pub mod pg_embedded;
 pub mod ratelimit;
+pub mod scheduler;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,6 +54,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Process-local counters and histograms.
     pub metrics: Arc<metrics::Metrics>,
+    /// Loaded local CAs (one per `GenericCA` issuer), loaded on first use.
+    pub cas: Arc<issuance::CaCache>,
+    /// Scheduler state: leadership (`state.scheduler.is_leader()`), running loops, tick counts.
+    pub scheduler: Arc<scheduler::SchedulerStatus>,
 }
 
 impl AppState {
@@ -71,6 +79,8 @@ impl AppState {
             instance_id,
             shutdown: CancellationToken::new(),
             metrics: Arc::new(metrics::Metrics::default()),
+            cas: Arc::new(issuance::CaCache::default()),
+            scheduler: Arc::new(scheduler::SchedulerStatus::default()),
         })
     }
 }
@@ -110,6 +120,9 @@ pub async fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Run
     let shutdown = state.shutdown.clone();
     let drain_timeout = state.config.shutdown_timeout;
     let st = state.clone();
+    if state.config.scheduler_enabled {
+        scheduler::start(&state);
+    }
     let tls = match (&state.config.server_tls_cert_path, &state.config.server_tls_key_path) {
         (Some(cert), Some(key)) => {
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -148,8 +161,11 @@ pub async fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Run
     Ok(RunningServer { addr, state, task })
 }
 
-/// After the listener stops: wait for background work, then close the pool.
-async fn finish(state: &AppState, _drain_timeout: Duration) {
+/// After the listener stops: wait for background work (scheduler ticks finish, the leader
+/// releases its lock), then close the pool.
+async fn finish(state: &AppState, drain_timeout: Duration) {
+    state.shutdown.cancel();
+    scheduler::drain(state, drain_timeout).await;
     state.pool.close().await;
 }
 

@@ -31,6 +31,7 @@ async fn main() -> ExitCode {
         }
     };
     eprintln!("certctl-dev: throw-away PostgreSQL at {url} ({})", cluster.version());
+    eprintln!("certctl-dev: cluster directory {}", cluster.dir().display());
     let mut args: Vec<String> =
         vec!["certctl-server".into(), "--database-url".into(), url, "--demo-seed".into(), "true".into()];
     if std::env::var_os("CERTCTL_API_KEYS_NAMED").is_none()

@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod health;
+pub mod pki;
 pub mod request_id;
 
 use axum::Router;
@@ -19,6 +20,7 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_size;
     Router::new()
         .merge(health::router())
+        .merge(pki::router())
         .fallback(error::not_found_fallback)
         .method_not_allowed_fallback(error::method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(max_body))

@@ -186,3 +186,70 @@ fn a_throw_away_cluster_is_removed_on_drop_and_on_panic() {
     let dir = rx.recv().expect("dir");
     assert!(!dir.exists(), "a panic unwinding past the cluster removes it");
 }
+
+/// Starts `certctl-dev` and returns it with its cluster directory once the server is ready.
+async fn start_dev() -> (std::process::Child, std::path::PathBuf, u16) {
+    use std::io::{BufRead, BufReader};
+    let port = free_port().expect("port");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_certctl-dev"))
+        .env("CERTCTL_SERVER_PORT", port.to_string())
+        .env("CERTCTL_LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn certctl-dev");
+    let stderr = child.stderr.take().expect("stderr");
+    let dir = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        let dir = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("certctl-dev: cluster directory ").map(std::path::PathBuf::from))
+            .expect("cluster directory line");
+        // Keep draining so the child never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        dir
+    })
+    .await
+    .expect("join");
+    let client = reqwest::Client::new();
+    for _ in 0..300 {
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/ready")).send().await
+            && r.status() == 200
+        {
+            return (child, dir, port);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("certctl-dev never became ready");
+}
+
+async fn gone_within(dir: &std::path::Path, secs: u64) -> bool {
+    for _ in 0..secs * 10 {
+        if !dir.exists() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_the_dev_server_and_removes_its_cluster() {
+    let (mut child, dir, _) = start_dev().await;
+    assert!(dir.join("data/PG_VERSION").exists());
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill").success());
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "Ctrl-C is a clean exit, got {status}");
+    assert!(gone_within(&dir, 5).await, "cluster directory {dir:?} left behind after Ctrl-C");
+}
+
+#[tokio::test]
+async fn a_killed_owner_still_gets_its_cluster_removed_by_the_watchdog() {
+    let (mut child, dir, _) = start_dev().await;
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    assert!(gone_within(&dir, 15).await, "watchdog did not remove {dir:?} after SIGKILL");
+}

@@ -2,5 +2,10 @@
 //! a fresh database per test).
 
 mod boot;
+mod issuance;
 mod migrations;
+mod notify;
+mod ratelimit;
+mod scheduler;
 mod support;
+mod workflows;
