@@ -201,7 +201,6 @@ pub async fn run_scenario(sc: &ResolvedScenario, cfg: &EngineConfig) -> Result<S
     config.no_print_metrics = true;
     config.no_error_summary = true;
     config.no_telnet = true;
-    config.no_websocket = true;
     config.timeout = Some(format!("{}", cfg.request_timeout.as_secs().max(1)));
     let mut attack = GooseAttack::initialize_with_config(config).map_err(|e| EngineError::Goose(format!("{e:?}")))?;
     match def.load.model {
