@@ -15,3 +15,22 @@ async fn a_run_compared_with_itself_is_within_noise() {
     assert_eq!(verdicts.len(), 4);
     assert!(verdicts.iter().all(|v| *v == "within_noise" || *v == "insufficient_data"), "{verdicts:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_with_a_baseline_records_the_gate_in_summary_json() {
+    let base = support::reference_run().await;
+    let root = tempfile::tempdir().unwrap();
+    let (url, _st) = support::target(None).await;
+    // Same scenario as the reference run (same name and label), against a fresh target.
+    let sdir = root.path().join("scenarios");
+    support::scenario(&sdir, "steady", "/ok", 200.0, 5.0, None, "");
+    let out = root.path().join("run");
+    let o = support::run_with(&url, &sdir, "steady", &out, &["--baseline", base.to_str().unwrap()]).await;
+    let s = support::summary(&out);
+    let c = &s["comparison"];
+    assert_eq!(c["results"].as_array().unwrap().len(), 4);
+    assert_eq!(s["verdict"]["gate_passed"], !c["regressed"].as_bool().unwrap());
+    assert_eq!(o.code, if c["regressed"].as_bool().unwrap() { 1 } else { 0 }, "{}", o.message);
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("## Regression gate"));
+}

@@ -38,3 +38,24 @@ async fn a_one_second_stall_shows_in_corrected_p99_not_hidden_by_service_time() 
     assert!(report.contains(&format!("{:.2} ms", corrected_p99)), "corrected p99 missing from report");
     assert!(report.contains(&format!("{:.2} ms", service_p99)), "service p99 missing from report");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_model_runs_each_user_through_the_sequence_then_pauses() {
+    let root = tempfile::tempdir().unwrap();
+    let (url, _st) = support::target(None).await;
+    let sdir = root.path().join("scenarios");
+    support::closed_scenario(&sdir, "closed", 4, 100, 2.0);
+    let out = root.path().join("run");
+    let o = support::run(&url, &sdir, "closed", &out).await;
+    assert_eq!(o.code, 0, "{}", o.message);
+    let s = support::summary(&out);
+    let sc = &s["scenarios"][0];
+    assert_eq!(sc["model"], "closed");
+    let first = sc["labels"][0]["count"].as_u64().unwrap();
+    let second = sc["labels"][1]["count"].as_u64().unwrap();
+    // Every iteration sends both requests, in order; at most one per user is cut by the deadline.
+    assert!(first >= 8, "{first}");
+    assert!(first - second <= 4, "{first} vs {second}");
+    assert_eq!(sc["labels"][0]["planned"], 0);
+    assert!(sc["labels"][0]["target_rate"].is_null());
+}

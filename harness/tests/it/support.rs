@@ -87,23 +87,66 @@ static LOCK: Mutex<()> = Mutex::const_new(());
 
 /// Runs `certctl-loadtest run` against `url` with scenario `name` from `dir`, writing to `out`.
 pub async fn run(url: &str, dir: &Path, name: &str, out: &Path) -> certctl_loadtest::Outcome {
+    run_with(url, dir, name, out, &[]).await
+}
+
+/// [`run`] with extra arguments.
+pub async fn run_with(url: &str, dir: &Path, name: &str, out: &Path, extra: &[&str]) -> certctl_loadtest::Outcome {
     let _g = LOCK.lock().await;
-    certctl_loadtest::run_args([
+    let mut args: Vec<String> = [
         "certctl-loadtest",
         "run",
         "--target",
         url,
         "--scenarios-dir",
-        dir.to_str().unwrap(),
+        dir.to_str().unwrap_or_default(),
         "--seeds-dir",
-        dir.to_str().unwrap(),
+        dir.to_str().unwrap_or_default(),
         "--scenario",
         name,
         "--out",
-        out.to_str().unwrap(),
+        out.to_str().unwrap_or_default(),
         "--quiet",
-    ])
-    .await
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    certctl_loadtest::run_args(args).await
+}
+
+/// A closed-model scenario: `users` users run GET /ok then GET /health, pausing `pause_ms`.
+pub fn closed_scenario(dir: &Path, name: &str, users: usize, pause_ms: u64, secs: f64) {
+    let text = format!(
+        r#"
+name = "{name}"
+description = "closed test scenario"
+[load]
+model = "closed"
+duration_s = {secs}
+users = {users}
+pause_ms = {pause_ms}
+[[requests]]
+label = "first"
+method = "GET"
+path = "/ok"
+expect = [200]
+check_json_field = "ok"
+[[requests]]
+label = "second"
+method = "GET"
+path = "/health"
+expect = [200]
+[[thresholds]]
+set = "seed"
+label = "second"
+metric = "error_rate"
+max = 0
+[profiles.smoke]
+"#
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.toml")), text).unwrap();
 }
 
 /// Reads a run's summary.json as JSON.
