@@ -42,6 +42,20 @@ pub enum EmbeddedError {
     Interrupted,
 }
 
+/// Server settings of the embedded mode (each overridable from the environment).
+pub const SERVER_DEFAULTS: &[(&str, &str)] = &[
+    // The per-key limiter would otherwise dominate what we measure.
+    ("CERTCTL_RATE_LIMIT_ENABLED", "false"),
+    ("CERTCTL_KEYGEN_MODE", "server"),
+    ("CERTCTL_DEMO_SEED", "true"),
+    // bulk_renewal measures renewal throughput: process jobs every second, in batches large
+    // enough that the batch size does not cap the rate (200 per 1-s tick would).
+    ("CERTCTL_JOB_PROCESSOR_INTERVAL", "1s"),
+    ("CERTCTL_JOB_BATCH_SIZE", "1000"),
+    ("CERTCTL_LOG_LEVEL", "warn"),
+    ("CERTCTL_LOG_FORMAT", "json"),
+];
+
 /// Finds the `certctl-server` binary: `explicit` (flag or `CERTCTL_SERVER_BIN`), else next to
 /// the current executable, else one directory up (test binaries live in `target/*/deps/`).
 pub fn find_server_bin(explicit: Option<&Path>) -> Result<PathBuf, EmbeddedError> {
@@ -99,6 +113,8 @@ pub struct Embedded {
     pub pg_stat_statements: bool,
     /// Durability the cluster runs with.
     pub durability: Durability,
+    /// `CERTCTL_*` settings the server runs with (secrets excluded).
+    pub server_env: std::collections::BTreeMap<String, String>,
     log_path: PathBuf,
 }
 
@@ -122,19 +138,37 @@ impl Embedded {
         let log_path = opts.log_dir.join("server.log");
         let log = File::create(&log_path).map_err(|source| EmbeddedError::Spawn { bin: log_path.clone(), source })?;
         let log2 = log.try_clone().map_err(|source| EmbeddedError::Spawn { bin: log_path.clone(), source })?;
-        let child = Command::new(&opts.server_bin)
-            .env("CERTCTL_DATABASE_URL", &database_url)
+        let mut cmd = Command::new(&opts.server_bin);
+        cmd.env("CERTCTL_DATABASE_URL", &database_url)
             .env("CERTCTL_SERVER_HOST", "127.0.0.1")
             .env("CERTCTL_SERVER_PORT", port.to_string())
-            .env("CERTCTL_API_KEYS_NAMED", format!("loadtest:{}:admin", opts.api_key))
-            // The per-key limiter would otherwise dominate what we measure.
-            .env("CERTCTL_RATE_LIMIT_ENABLED", "false")
-            .env("CERTCTL_KEYGEN_MODE", "server")
-            .env("CERTCTL_DEMO_SEED", "true")
-            // bulk_renewal measures renewal throughput: process jobs every second.
-            .env("CERTCTL_JOB_PROCESSOR_INTERVAL", "1s")
-            .env("CERTCTL_LOG_LEVEL", "warn")
-            .env("CERTCTL_LOG_FORMAT", "json")
+            .env("CERTCTL_API_KEYS_NAMED", format!("loadtest:{}:admin", opts.api_key));
+        let mut server_env = std::collections::BTreeMap::new();
+        for (k, v) in SERVER_DEFAULTS {
+            // Defaults only: a CERTCTL_* variable in the harness's environment wins, so the
+            // server can be tuned for an experiment without a code change.
+            if std::env::var_os(k).is_none() {
+                cmd.env(k, v);
+            }
+        }
+        // Record every setting the server sees (secrets excluded) for the summary.
+        for (k, v) in std::env::vars().filter(|(k, _)| k.starts_with("CERTCTL_")) {
+            server_env.insert(k, v);
+        }
+        for (k, v) in SERVER_DEFAULTS {
+            server_env.entry(k.to_string()).or_insert_with(|| v.to_string());
+        }
+        server_env.retain(|k, _| {
+            !matches!(
+                k.as_str(),
+                "CERTCTL_DATABASE_URL"
+                    | "CERTCTL_API_KEYS_NAMED"
+                    | "CERTCTL_AUTH_SECRET"
+                    | "CERTCTL_CONFIG_ENCRYPTION_KEY"
+                    | "CERTCTL_SERVER_BIN"
+            )
+        });
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -149,6 +183,7 @@ impl Embedded {
             child: Some(child),
             base_url: format!("http://127.0.0.1:{port}"),
             database_url,
+            server_env,
             log_path,
         };
         match env.wait_ready(opts.ready_timeout, &cancelled).await {

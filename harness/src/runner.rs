@@ -52,6 +52,7 @@ struct Target {
     postgres: Option<PostgresInfo>,
     embedded: Option<Embedded>,
     mode: &'static str,
+    server_env: BTreeMap<String, String>,
 }
 
 impl Target {
@@ -107,6 +108,7 @@ async fn start_target(plan: &RunPlan, cancel: &Arc<AtomicBool>) -> Result<Target
                     durability: env.durability.as_str().to_string(),
                     pg_stat_statements: env.pg_stat_statements,
                 }),
+                server_env: env.server_env.clone(),
                 embedded: Some(env),
                 mode: "embedded",
             })
@@ -127,6 +129,7 @@ async fn start_target(plan: &RunPlan, cancel: &Arc<AtomicBool>) -> Result<Target
                 postgres: None,
                 embedded: None,
                 mode: "external",
+                server_env: BTreeMap::new(),
             })
         }
     }
@@ -279,6 +282,7 @@ async fn drive(
         profile: plan.profile.clone(),
         mode: target.mode.into(),
         target: target.base_url.clone(),
+        server_settings: target.server_env.clone(),
         host: HostInfo::detect(),
         postgres: target.postgres.clone(),
         seeding,

@@ -40,6 +40,10 @@ pub fn render(s: &Summary, charts: &[String]) -> String {
         s.mode,
         s.target
     ));
+    if !s.server_settings.is_empty() {
+        let set: Vec<String> = s.server_settings.iter().map(|(k, v)| format!("`{k}={v}`")).collect();
+        o.push_str(&format!("- server settings: {}\n", set.join(", ")));
+    }
     if let Some(seed) = &s.seeding {
         o.push_str(&format!(
             "- fixtures: {} certificates, {} agents seeded in {:.2} s ({})\n",

@@ -39,6 +39,8 @@ pub struct Summary {
     pub mode: String,
     /// Base URL driven.
     pub target: String,
+    /// `CERTCTL_*` settings of the embedded server (secrets excluded); empty in external mode.
+    pub server_settings: BTreeMap<String, String>,
     /// The machine.
     pub host: HostInfo,
     /// The database, when known.

@@ -10,3 +10,4 @@ mod artifacts;
 mod compare;
 mod exit_codes;
 mod measurement;
+mod seeds;
