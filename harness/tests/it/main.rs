@@ -8,6 +8,7 @@ mod support;
 
 mod artifacts;
 mod compare;
+mod embedded;
 mod exit_codes;
 mod measurement;
 mod seeds;

@@ -85,6 +85,11 @@ duration_s = {secs}
 
 static LOCK: Mutex<()> = Mutex::const_new(());
 
+/// Serialises goose runs (goose keeps process-wide state).
+pub async fn lock() -> tokio::sync::MutexGuard<'static, ()> {
+    LOCK.lock().await
+}
+
 /// Runs `certctl-loadtest run` against `url` with scenario `name` from `dir`, writing to `out`.
 pub async fn run(url: &str, dir: &Path, name: &str, out: &Path) -> certctl_loadtest::Outcome {
     run_with(url, dir, name, out, &[]).await
