@@ -3,6 +3,7 @@
 //! A certificate lifecycle control plane on PostgreSQL.
 //!
 //! ## Map of the modules
+//! - [`audit`]: the batched, off-request-path writer of `audit_events`.
 //! - [`config`]: every `CERTCTL_*` setting, parsed once before anything binds.
 //! - [`db`]: pool, embedded migrations (sqlx migrator, advisory-locked), demo seed.
 //! - [`http`]: router, middleware (request id, tracing, body limit), the error envelope, and one
@@ -15,11 +16,13 @@
 //! - [`scheduler`]: leader election and the background loops (job processor, renewal check, …).
 //!
 //! ## Data flow
-//! A request enters [`http::router`], gets a request id, is authenticated by an extractor,
-//! and its handler talks to PostgreSQL through small query functions. Background work (the
+//! A request enters [`http::router`], gets a request id, is authenticated (and rate limited
+//! per key) by the `/api/v1` auth layer, and its handler talks to PostgreSQL through small
+//! query functions; mutating calls leave an audit row through [`audit::AuditSink`]. Background work (the
 //! scheduler's loops) reads and writes the same tables; replicas coordinate only through the
 //! database (row locks, advisory locks), never through each other.
 
+pub mod audit;
 pub mod config;
 pub mod db;
 pub mod http;
@@ -58,6 +61,10 @@ pub struct AppState {
     pub cas: Arc<issuance::CaCache>,
     /// Scheduler state: leadership (`state.scheduler.is_leader()`), running loops, tick counts.
     pub scheduler: Arc<scheduler::SchedulerStatus>,
+    /// HTTP-layer state: hashed API keys, rate limits, cached metric gauges.
+    pub api: Arc<http::ApiState>,
+    /// The audit writer (batched inserts, flushed on shutdown).
+    pub audit: audit::AuditSink,
 }
 
 impl AppState {
@@ -73,6 +80,8 @@ impl AppState {
             db::demo_seed(&pool).await.context("loading the demo seed")?;
         }
         let instance_id: Arc<str> = config.instance_id().into();
+        let api = Arc::new(http::ApiState::new(&config));
+        let audit = audit::AuditSink::spawn(pool.clone(), config.audit_flush_interval);
         Ok(AppState {
             pool,
             config: Arc::new(config),
@@ -81,6 +90,8 @@ impl AppState {
             metrics: Arc::new(metrics::Metrics::default()),
             cas: Arc::new(issuance::CaCache::default()),
             scheduler: Arc::new(scheduler::SchedulerStatus::default()),
+            api,
+            audit,
         })
     }
 }
@@ -162,10 +173,15 @@ pub async fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Run
 }
 
 /// After the listener stops: wait for background work (scheduler ticks finish, the leader
-/// releases its lock), then close the pool.
+/// releases its lock), write the buffered audit rows, then close the pool.
 async fn finish(state: &AppState, drain_timeout: Duration) {
     state.shutdown.cancel();
     scheduler::drain(state, drain_timeout).await;
+    // The audit close comes after everything that may still record audit rows: in-flight
+    // requests are drained by now and the scheduler loops have stopped.
+    if tokio::time::timeout(drain_timeout, state.audit.close()).await.is_err() {
+        tracing::error!("audit rows were not all written before the shutdown timeout");
+    }
     state.pool.close().await;
 }
 

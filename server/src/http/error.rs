@@ -133,13 +133,19 @@ impl From<sqlx::Error> for ApiError {
         if let sqlx::Error::Database(db) = &e {
             let constraint = db.constraint().unwrap_or("").to_string();
             // 23505 unique_violation, 23503 foreign_key_violation, 23514 check_violation,
-            // 22P02 invalid_text_representation, 22001 string too long, 22003 out of range.
+            // 22P02 invalid_text_representation, 22001 string too long, 22003 out of range,
+            // 22021 a byte PostgreSQL text cannot hold (NUL in a path or query parameter).
             match db.code().as_deref() {
                 Some("23505") => return ApiError::Conflict(conflict_message(&constraint)),
                 Some("23503") => return ApiError::Unprocessable(fk_message(&constraint)),
                 Some("23514") => return ApiError::Unprocessable(format!("value rejected by {constraint}")),
-                Some("22P02" | "22001" | "22003" | "22007" | "22008") => {
+                Some("22P02" | "22001" | "22003" | "22007" | "22008" | "22021") => {
                     return ApiError::BadRequest(db.message().to_string());
+                }
+                // 40001 serialization_failure, 40P01 deadlock_detected: transient, the client
+                // may simply retry.
+                Some("40001" | "40P01") => {
+                    return ApiError::Unavailable("concurrent update conflict; retry the request".into());
                 }
                 _ => {}
             }

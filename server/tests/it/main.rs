@@ -1,6 +1,12 @@
 //! Integration tests of certctl-server against a real PostgreSQL (one binary, one cluster,
 //! a fresh database per test).
 
+mod api_agents;
+mod api_auth;
+mod api_certificates;
+mod api_indexes;
+mod api_resources;
+mod api_support;
 mod boot;
 mod issuance;
 mod migrations;

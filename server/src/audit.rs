@@ -1,0 +1,191 @@
+//! The audit trail writer: every mutating API call becomes one `audit_events` row, without a
+//! synchronous INSERT on the request path.
+//!
+//! Requests hand an [`AuditEvent`] to the [`AuditSink`] (a bounded mpsc channel). One writer
+//! task buffers events and writes them with a single multi-row `INSERT … SELECT FROM UNNEST(…)`
+//! every `CERTCTL_AUDIT_FLUSH_INTERVAL` or as soon as [`BATCH_ROWS`] are waiting. Shutdown
+//! ([`AuditSink::close`], called from `finish()` before the pool closes) writes whatever is
+//! buffered and then stops the task; because the channel is FIFO, every event recorded before
+//! the close is written.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+
+/// Rows written per INSERT at most; a full buffer is flushed without waiting for the timer.
+pub const BATCH_ROWS: usize = 500;
+/// Events that may wait in the channel; past this, recording waits (backpressure) rather than
+/// dropping audit rows.
+const CHANNEL_CAPACITY: usize = 65_536;
+/// After a failed write, rows are kept for the next attempt up to this many; beyond it they are
+/// dropped with an error log, so a dead database cannot exhaust memory.
+const MAX_RETAINED: usize = 50_000;
+
+/// One audit row.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    /// Key name, `agent:<id>` or `anonymous`.
+    pub actor: String,
+    /// `api_key`, `agent` or `anonymous`.
+    pub actor_type: String,
+    /// e.g. `certificates.create`, `agents.heartbeat`.
+    pub action: String,
+    /// e.g. `certificates`.
+    pub resource_type: String,
+    /// The id acted on (empty for collection-wide actions).
+    pub resource_id: String,
+    /// Method, route, status and anything else worth keeping.
+    pub details: serde_json::Value,
+    /// The request's `X-Request-ID`.
+    pub request_id: String,
+    /// When the call happened (not when the row was flushed).
+    pub created_at: DateTime<Utc>,
+}
+
+enum Msg {
+    Event(Box<AuditEvent>),
+    Flush(oneshot::Sender<()>),
+    Close(oneshot::Sender<()>),
+}
+
+/// Handle to the audit writer. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AuditSink {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl AuditSink {
+    /// Starts the writer task on `pool`, flushing every `interval`.
+    pub fn spawn(pool: PgPool, interval: Duration) -> Self {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        tokio::spawn(writer(pool, rx, interval));
+        AuditSink { tx }
+    }
+
+    /// Queues one event. Returns at once unless the channel is full.
+    pub async fn record(&self, event: AuditEvent) {
+        if self.tx.send(Msg::Event(Box::new(event))).await.is_err() {
+            tracing::error!("audit writer has stopped; event lost");
+        }
+    }
+
+    /// Writes everything recorded so far and waits until it is stored (tests, admin tools).
+    pub async fn flush(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send(Msg::Flush(ack)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    /// Writes everything recorded so far, then stops the writer. Called once at shutdown.
+    pub async fn close(&self) {
+        let (ack, done) = oneshot::channel();
+        if self.tx.send(Msg::Close(ack)).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+}
+
+async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Msg>, interval: Duration) {
+    let mut buf: Vec<AuditEvent> = Vec::new();
+    let mut tick = tokio::time::interval(interval.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(Msg::Event(e)) => {
+                    buf.push(*e);
+                    if buf.len() >= BATCH_ROWS {
+                        write(&pool, &mut buf).await;
+                    }
+                }
+                Some(Msg::Flush(ack)) => {
+                    write(&pool, &mut buf).await;
+                    let _ = ack.send(());
+                }
+                Some(Msg::Close(ack)) => {
+                    write(&pool, &mut buf).await;
+                    if !buf.is_empty() {
+                        tracing::error!(lost = buf.len(), "audit rows could not be written at shutdown");
+                    }
+                    let _ = ack.send(());
+                    return;
+                }
+                None => {
+                    write(&pool, &mut buf).await;
+                    return;
+                }
+            },
+            _ = tick.tick() => {
+                if !buf.is_empty() {
+                    write(&pool, &mut buf).await;
+                }
+            }
+        }
+    }
+}
+
+/// Writes `buf` in chunks of [`BATCH_ROWS`]; on failure keeps the unwritten rows (bounded).
+async fn write(pool: &PgPool, buf: &mut Vec<AuditEvent>) {
+    while !buf.is_empty() {
+        let n = buf.len().min(BATCH_ROWS);
+        match insert_batch(pool, &buf[..n]).await {
+            Ok(()) => {
+                buf.drain(..n);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, rows = buf.len(), "writing audit rows failed; will retry");
+                if buf.len() > MAX_RETAINED {
+                    let drop = buf.len() - MAX_RETAINED;
+                    tracing::error!(dropped = drop, "audit buffer full; dropping oldest rows");
+                    buf.drain(..drop);
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// One multi-row INSERT: each column travels as one array parameter.
+pub async fn insert_batch(pool: &PgPool, rows: &[AuditEvent]) -> Result<(), sqlx::Error> {
+    let mut ids = Vec::with_capacity(rows.len());
+    let mut actors = Vec::with_capacity(rows.len());
+    let mut actor_types = Vec::with_capacity(rows.len());
+    let mut actions = Vec::with_capacity(rows.len());
+    let mut rtypes = Vec::with_capacity(rows.len());
+    let mut rids = Vec::with_capacity(rows.len());
+    let mut details = Vec::with_capacity(rows.len());
+    let mut request_ids = Vec::with_capacity(rows.len());
+    let mut created = Vec::with_capacity(rows.len());
+    for r in rows {
+        ids.push(format!("audit-{}", uuid::Uuid::new_v4()));
+        actors.push(r.actor.clone());
+        actor_types.push(r.actor_type.clone());
+        actions.push(r.action.clone());
+        rtypes.push(r.resource_type.clone());
+        rids.push(r.resource_id.clone());
+        details.push(r.details.to_string());
+        request_ids.push(r.request_id.clone());
+        created.push(r.created_at);
+    }
+    sqlx::query(
+        "INSERT INTO audit_events (id, actor, actor_type, action, resource_type, resource_id, details, request_id, created_at)
+         SELECT id, actor, actor_type, action, resource_type, resource_id, details::jsonb, request_id, created_at
+           FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[])
+             AS t(id, actor, actor_type, action, resource_type, resource_id, details, request_id, created_at)",
+    )
+    .bind(ids)
+    .bind(actors)
+    .bind(actor_types)
+    .bind(actions)
+    .bind(rtypes)
+    .bind(rids)
+    .bind(details)
+    .bind(request_ids)
+    .bind(created)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

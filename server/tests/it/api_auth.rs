@@ -1,0 +1,265 @@
+//! Authentication, authorisation, rate limiting, the route table (OpenAPI) and metrics.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::api_support::{Answer, assert_envelope, call, flush_audit, get, post, register_agent, spawn_api};
+use crate::support::{ADMIN_KEY, USER_KEY, spawn_app};
+
+/// `/api/v1` routes that answer without a key by design.
+const PUBLIC_API_ROUTES: &[&str] =
+    &["/api/v1/version", "/api/v1/auth/info", "/api/v1/metrics/prometheus", "/api/v1/openapi.json"];
+
+/// Every (method, concrete path) of the served OpenAPI document under `/api/v1`.
+async fn api_operations(app: &crate::support::TestApp) -> Vec<(Method, String, String)> {
+    let doc = call(app, Method::GET, "/api/v1/openapi.json", None, None).await;
+    assert_eq!(doc.status, 200);
+    let paths = doc.json["paths"].as_object().expect("paths").clone();
+    let mut ops = Vec::new();
+    for (template, item) in paths {
+        if !template.starts_with("/api/v1/") {
+            continue;
+        }
+        // Substitute every {param} with a harmless value.
+        let mut concrete = String::new();
+        let mut rest = template.as_str();
+        while let Some(start) = rest.find('{') {
+            concrete.push_str(&rest[..start]);
+            let end = rest[start..].find('}').expect("closing brace") + start;
+            concrete.push_str("x-unknown");
+            rest = &rest[end + 1..];
+        }
+        concrete.push_str(rest);
+        for method in item.as_object().expect("path item").keys() {
+            let m = match method.as_str() {
+                "get" => Method::GET,
+                "post" => Method::POST,
+                "put" => Method::PUT,
+                "delete" => Method::DELETE,
+                "patch" => Method::PATCH,
+                _ => continue,
+            };
+            ops.push((m, template.clone(), concrete.clone()));
+        }
+    }
+    ops
+}
+
+#[tokio::test]
+async fn every_api_route_in_the_route_table_answers_401_without_a_key() {
+    let app = spawn_api(&[]).await;
+    let ops = api_operations(&app).await;
+    assert!(ops.len() >= 50, "the document lists the API ({} operations)", ops.len());
+    let mut checked = 0;
+    for (method, template, path) in &ops {
+        if PUBLIC_API_ROUTES.contains(&template.as_str()) {
+            continue;
+        }
+        for key in [None, Some("not-a-key")] {
+            let a = call(&app, method.clone(), path, key, Some(&json!({}))).await;
+            assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{method} {template} with {key:?}: {}", a.json);
+            assert_eq!(a.headers["www-authenticate"], "Bearer realm=\"certctl\"", "{method} {template}");
+            assert_envelope(&a, 401);
+        }
+        checked += 1;
+    }
+    assert!(checked >= 50);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_route_in_the_openapi_document_exists_in_the_router() {
+    let app = spawn_api(&[]).await;
+    for (method, template, path) in api_operations(&app).await {
+        let a = call(&app, method.clone(), &path, Some(ADMIN_KEY), Some(&json!({}))).await;
+        assert_ne!(a.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {template} is documented but not routed");
+        assert_ne!(a.json["message"], "no such route", "{method} {template} is documented but not routed");
+        assert!(a.status.as_u16() < 500, "{method} {template} answered {}: {}", a.status, a.json);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn version_auth_info_health_and_metrics_answer_without_a_key() {
+    let app = spawn_api(&[]).await;
+    let info = call(&app, Method::GET, "/api/v1/auth/info", None, None).await;
+    assert_eq!(info.status, 200);
+    assert_eq!(info.json, json!({"auth_type": "api-key", "required": true}));
+    for path in ["/health", "/ready", "/api/v1/version", "/metrics", "/api/v1/metrics/prometheus"] {
+        let a = call(&app, Method::GET, path, None, None).await;
+        assert_eq!(a.status, 200, "{path}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_need_a_key_when_not_public() {
+    let app = spawn_api(&["--metrics-public", "false"]).await;
+    assert_eq!(call(&app, Method::GET, "/metrics", None, None).await.status, 401);
+    let r = app.client.get(app.url("/metrics")).bearer_auth(ADMIN_KEY).send().await.expect("metrics");
+    assert_eq!(r.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_non_admin_key_gets_403_on_admin_routes_and_agent_endpoints() {
+    let app = spawn_api(&[]).await;
+    let a = call(
+        &app,
+        Method::POST,
+        "/api/v1/certificates/bulk-revoke",
+        Some(USER_KEY),
+        Some(&json!({"owner_id": "o-alice"})),
+    )
+    .await;
+    assert_envelope(&a, 403);
+    let a =
+        call(&app, Method::POST, "/api/v1/issuers", Some(USER_KEY), Some(&json!({"name": "x", "type": "GenericCA"})))
+            .await;
+    assert_envelope(&a, 403);
+    let (agent, _) = register_agent(&app, "web-403").await;
+    let a = call(&app, Method::POST, &format!("/api/v1/agents/{agent}/heartbeat"), Some(USER_KEY), None).await;
+    assert_envelope(&a, 403);
+    // The non-admin key may read and write ordinary resources.
+    assert_eq!(call(&app, Method::GET, "/api/v1/certificates", Some(USER_KEY), None).await.status, 200);
+    // The admin key may act for any agent.
+    assert_eq!(
+        call(&app, Method::POST, &format!("/api/v1/agents/{agent}/heartbeat"), Some(ADMIN_KEY), None).await.status,
+        200
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_credential_acts_only_for_its_own_agent() {
+    let app = spawn_api(&[]).await;
+    let (a_id, a_cred) = register_agent(&app, "agent-a").await;
+    let (b_id, _) = register_agent(&app, "agent-b").await;
+    let hb = |id: &str| format!("/api/v1/agents/{id}/heartbeat");
+    let own = call(&app, Method::POST, &hb(&a_id), Some(&a_cred), None).await;
+    assert_eq!(own.status, 200, "{}", own.json);
+    assert_eq!(own.json, json!({"status": "heartbeat_recorded"}));
+    for (method, path) in [
+        (Method::POST, hb(&b_id)),
+        (Method::GET, format!("/api/v1/agents/{b_id}/work")),
+        (Method::POST, format!("/api/v1/agents/{b_id}/jobs/j-1/status")),
+        (Method::GET, "/api/v1/certificates".to_string()),
+        (Method::GET, format!("/api/v1/agents/{a_id}")),
+        (Method::POST, "/api/v1/agents".to_string()),
+    ] {
+        let a = call(&app, method.clone(), &path, Some(&a_cred), Some(&json!({"status": "Running"}))).await;
+        assert_envelope(&a, 401);
+        assert_eq!(a.headers["www-authenticate"], "Bearer realm=\"certctl\"");
+    }
+    let b_seen: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT last_heartbeat_at FROM agents WHERE id = $1")
+            .bind(&b_id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("b");
+    assert!(b_seen.is_none(), "agent B was never heartbeated");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn agents_seeded_in_sql_with_the_harness_hash_form_authenticate() {
+    let app = spawn_api(&[]).await;
+    sqlx::query(
+        "INSERT INTO agents (id, name, credential_hash)
+         VALUES ('agent-seeded', 'seeded', encode(sha256(convert_to('tok-seeded-1', 'UTF8')), 'hex'))",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("seed agent");
+    let a = call(&app, Method::POST, "/api/v1/agents/agent-seeded/heartbeat", Some("tok-seeded-1"), None).await;
+    assert_eq!(a.status, 200, "{}", a.json);
+    let a = call(&app, Method::POST, "/api/v1/agents/agent-seeded/heartbeat", Some("tok-seeded-2"), None).await;
+    assert_envelope(&a, 401);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn auth_type_none_makes_every_caller_the_admin_anonymous() {
+    let app = spawn_api(&["--auth-type", "none"]).await;
+    let info = call(&app, Method::GET, "/api/v1/auth/info", None, None).await;
+    assert_eq!(info.json, json!({"auth_type": "none", "required": false}));
+    let a = call(&app, Method::POST, "/api/v1/teams", None, Some(&json!({"name": "Open"}))).await;
+    assert_eq!(a.status, 201, "{}", a.json);
+    let a =
+        call(&app, Method::POST, "/api/v1/certificates/bulk-revoke", None, Some(&json!({"certificate_ids": ["nope"]})))
+            .await;
+    assert_eq!(a.status, 200, "admin-only routes are open: {}", a.json);
+    flush_audit(&app).await;
+    let actor: String = sqlx::query_scalar("SELECT actor FROM audit_events WHERE action = 'teams.create'")
+        .fetch_one(&app.pool)
+        .await
+        .expect("audit row");
+    assert_eq!(actor, "anonymous");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_rate_limit_is_per_key_and_answers_429_with_retry_after() {
+    let app = spawn_app(&["--rate-limit-rps", "1", "--rate-limit-burst", "3"]).await;
+    let mut statuses = Vec::new();
+    let mut limited: Option<Answer> = None;
+    for _ in 0..6 {
+        let a = get(&app, "/api/v1/teams").await;
+        statuses.push(a.status.as_u16());
+        if a.status == 429 {
+            limited = Some(a);
+        }
+    }
+    assert_eq!(&statuses[..3], &[200, 200, 200], "the burst is admitted: {statuses:?}");
+    let limited = limited.expect("some request was limited");
+    assert_envelope(&limited, 429);
+    let retry: u64 = limited.headers["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    assert!(retry >= 1);
+    // Another key has its own budget.
+    assert_eq!(call(&app, Method::GET, "/api/v1/teams", Some(USER_KEY), None).await.status, 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_expose_the_reference_names_and_request_durations_by_route() {
+    let app = spawn_api(&[]).await;
+    assert_eq!(get(&app, "/api/v1/certificates").await.status, 200);
+    let text = app.client.get(app.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    for name in [
+        "certctl_certificate_total 3",
+        "certctl_certificate_active 1",
+        "certctl_certificate_expiring_soon",
+        "certctl_certificate_expired",
+        "certctl_certificate_revoked",
+        "certctl_agent_total 2",
+        "certctl_agent_online 1",
+        "certctl_job_pending",
+        "certctl_job_completed_total",
+        "certctl_job_failed_total",
+        "certctl_notification_dead_total",
+        "certctl_issuance_total",
+        "certctl_issuance_duration_seconds",
+        "certctl_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/certificates\",status=\"200\"} 1",
+    ] {
+        assert!(text.contains(name), "metrics lack {name}:\n{text}");
+    }
+    // The gauges are a cached snapshot: a new certificate shows up only after the TTL.
+    let created = post(&app, "/api/v1/certificates", &crate::api_support::cert_body("metrics-new")).await;
+    assert_eq!(created.status, 201);
+    let text = app.client.get(app.url("/api/v1/metrics/prometheus")).send().await.expect("m").text().await.expect("t");
+    assert!(text.contains("certctl_certificate_total 3"), "served from the snapshot");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn openapi_document_is_served_and_names_bearer_auth() {
+    let app = spawn_api(&[]).await;
+    let doc: Value = call(&app, Method::GET, "/api/v1/openapi.json", None, None).await.json;
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert!(doc["paths"]["/api/v1/certificates/bulk-renew"]["post"].is_object());
+    assert_eq!(doc["paths"]["/api/v1/auth/info"]["get"]["security"], json!([{}]));
+    // The same document is available without a server, for tooling.
+    let built = serde_json::to_value(certctl_server::http::openapi_document(true)).expect("doc");
+    assert_eq!(built["paths"].as_object().map(|p| p.len()), doc["paths"].as_object().map(|p| p.len()));
+    app.stop().await;
+}
