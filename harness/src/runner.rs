@@ -214,27 +214,13 @@ async fn drive(
             pg_stat_statements: false,
         });
     }
-    let seeding = match (&target.database_url, plan.fixtures.is_empty()) {
-        (_, true) => None,
-        (Some(url), false) => {
-            let r: SeedReport = seed::apply(url, &plan.seeds_dir, Some(&plan.fixtures), plan.fleet).await?;
-            eprintln!(
-                "certctl-loadtest: seeded {} ({} certs, {} agents) in {:.2} s",
-                r.files.join(", "),
-                r.certs,
-                r.agents,
-                r.seconds
-            );
-            Some(r)
-        }
-        (None, false) => {
-            eprintln!(
-                "certctl-loadtest: no --database-url: assuming fixtures {} are already in the target's database",
-                plan.fixtures.join(", ")
-            );
-            None
-        }
-    };
+    if target.database_url.is_none() && !plan.fixtures.is_empty() {
+        eprintln!(
+            "certctl-loadtest: no --database-url: assuming fixtures {} are already in the target's database",
+            plan.fixtures.join(", ")
+        );
+    }
+    let mut seeding: Option<SeedReport> = None;
     let pss_status = match &pool {
         Some(p) => prepare_pss(p).await,
         None => "unavailable: no database connection".into(),
@@ -258,6 +244,32 @@ async fn drive(
     for sc in &plan.scenarios {
         if cancel.load(Ordering::Relaxed) {
             break;
+        }
+        // Fixtures are applied right before the first scenario that needs them, so a fleet
+        // the scheduler starts renewing (bulk_renewal's) does not load the server during
+        // scenarios that do not ask for it.
+        if let Some(url) = &target.database_url {
+            let applied: Vec<String> = seeding.as_ref().map(|s| s.files.clone()).unwrap_or_default();
+            let need: Vec<String> =
+                sc.def.fixtures.iter().filter(|f| plan.fixtures.contains(f) && !applied.contains(f)).cloned().collect();
+            if !need.is_empty() {
+                let r = seed::apply(url, &plan.seeds_dir, Some(&need), plan.fleet).await?;
+                eprintln!(
+                    "certctl-loadtest: seeded {} ({} certs, {} agents) in {:.2} s",
+                    r.files.join(", "),
+                    r.certs,
+                    r.agents,
+                    r.seconds
+                );
+                seeding = Some(match seeding.take() {
+                    None => r,
+                    Some(mut acc) => {
+                        acc.files.extend(r.files);
+                        acc.seconds += r.seconds;
+                        acc
+                    }
+                });
+            }
         }
         scenarios.push(run_one(plan, sc, &cfg, target, pool.as_ref(), &pss_status).await?);
     }

@@ -46,7 +46,7 @@ pub struct SeedReport {
     pub certs: u64,
     /// Fleet agents asked for.
     pub agents: u64,
-    /// Wall time of the whole seeding.
+    /// Wall time of the seeding (summed when fixtures are applied before several scenarios).
     pub seconds: f64,
 }
 
