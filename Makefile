@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test lint fmt deps build clean acme-e2e
+.PHONY: run test lint fmt deps build clean acme-e2e loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent
 
 ## Install PostgreSQL's server binaries when none are on the machine (Debian/Ubuntu, needs root).
 deps:
@@ -39,3 +39,29 @@ build:
 
 clean:
 	$(CARGO) clean
+
+## Load harness (certctl-loadtest): release build, throw-away PostgreSQL + server, run dir under
+## artifacts/runs/. Extra options: make loadtest LOADTEST_ARGS="--baseline artifacts/baselines/<dir>"
+LOADTEST ?= ./target/release/certctl-loadtest
+LOADTEST_ARGS ?=
+
+loadtest-release: deps
+	$(CARGO) build --workspace --release --locked
+
+## Smoke profile (~15 s per scenario), all scenarios.
+loadtest: loadtest-release
+	$(LOADTEST) run --profile smoke $(LOADTEST_ARGS)
+
+## Scale profile (5 min per scenario), one scenario each.
+loadtest-scale-bulk: loadtest-release
+	$(LOADTEST) run --profile scale --scenario bulk_renewal $(LOADTEST_ARGS)
+
+loadtest-scale-acme: loadtest-release
+	$(LOADTEST) run --profile scale --scenario acme_burst $(LOADTEST_ARGS)
+
+loadtest-scale-agent: loadtest-release
+	$(LOADTEST) run --profile scale --scenario agent_storm $(LOADTEST_ARGS)
+
+## Scale profile, the three fleet scenarios in one run directory.
+loadtest-scale: loadtest-release
+	$(LOADTEST) run --profile scale --scenario bulk_renewal --scenario acme_burst --scenario agent_storm $(LOADTEST_ARGS)

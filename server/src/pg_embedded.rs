@@ -278,7 +278,15 @@ impl Cluster {
     }
 
     fn has_extension(&self, name: &str) -> bool {
-        let Ok(share) = run("pg_config", Command::new(self.bin_dir.join("pg_config")).arg("--sharedir")) else {
+        // `bin_dir` may be a directory of symlinks (e.g. /usr/local/bin -> /usr/lib/postgresql/15/bin)
+        // without `pg_config`; fall back to the directory the real `postgres` binary lives in.
+        let real_bin =
+            std::fs::canonicalize(self.bin_dir.join("postgres")).ok().and_then(|p| p.parent().map(Path::to_path_buf));
+        let pg_config = std::iter::once(self.bin_dir.join("pg_config"))
+            .chain(real_bin.map(|d| d.join("pg_config")))
+            .find(|p| p.is_file());
+        let Some(pg_config) = pg_config else { return false };
+        let Ok(share) = run("pg_config", Command::new(pg_config).arg("--sharedir")) else {
             return false;
         };
         Path::new(share.trim()).join("extension").join(format!("{name}.control")).is_file()

@@ -1,0 +1,325 @@
+//! Command line: clap types, and the plan they are turned into before any I/O happens.
+//!
+//! Everything the user can get wrong (unknown scenario, missing profile, missing server binary,
+//! a baseline without `summary.json`) is found while building the [`RunPlan`], so a bad
+//! invocation exits 2 with one line before a database or a server is started.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::HarnessError;
+use crate::embedded;
+use crate::scenario::template::Fleet;
+use crate::scenario::{self, ResolvedScenario};
+
+/// certctl-loadtest: seed a fleet, drive certctl's hot paths, judge and record the result.
+#[derive(Debug, Parser)]
+#[command(name = "certctl-loadtest", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands. (`merge`, `--shard` and `--replicas` come with multi-generator runs.)
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run scenarios (embedded server by default, or --target) and write a run directory.
+    Run(RunArgs),
+    /// Apply the fixtures (seeds/*.sql) to a database.
+    Seed(SeedArgs),
+    /// Regression gate: compare a run with a baseline; exit 1 on a regression.
+    Compare(CompareArgs),
+    /// Re-render report.md, junit.xml and charts of a run directory.
+    Report(ReportArgs),
+    /// List scenarios, profiles and thresholds.
+    List(ListArgs),
+}
+
+/// Profiles every scenario defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Profile {
+    /// ≈15 s per scenario (CI smoke).
+    Smoke,
+    /// ≈60 s per scenario.
+    Ci,
+    /// The scale figures (5 min per scenario).
+    Scale,
+}
+
+impl Profile {
+    /// The name used in scenario files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Smoke => "smoke",
+            Profile::Ci => "ci",
+            Profile::Scale => "scale",
+        }
+    }
+}
+
+/// PostgreSQL settings of the embedded cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DurabilityArg {
+    /// fsync, synchronous_commit and full_page_writes off (faster; data lost on a crash).
+    Fast,
+    /// PostgreSQL's durable defaults.
+    Durable,
+}
+
+/// Options shared by commands that read scenario and seed files.
+#[derive(Debug, Clone, Args)]
+pub struct FilesArgs {
+    /// Directory of scenario files (default: ./scenarios, else the source tree's).
+    #[arg(long, value_name = "DIR")]
+    pub scenarios_dir: Option<PathBuf>,
+    /// Directory of seed files (default: ./seeds, else the source tree's).
+    #[arg(long, value_name = "DIR")]
+    pub seeds_dir: Option<PathBuf>,
+}
+
+/// `run` options.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Scenario to run (repeatable; default: all).
+    #[arg(long = "scenario", value_name = "NAME")]
+    pub scenarios: Vec<String>,
+    /// Load profile.
+    #[arg(long, value_enum, default_value_t = Profile::Smoke)]
+    pub profile: Profile,
+    /// Run directory (default: artifacts/runs/<UTC time>-<git sha>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Drive an already-running server at URL instead of starting one (external mode).
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// External mode: database of the target, for seeding and database metrics.
+    #[arg(long, value_name = "URL", env = "CERTCTL_LOADTEST_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// External mode: admin API key of the target.
+    #[arg(long, value_name = "KEY", env = "CERTCTL_LOADTEST_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Also run the regression gate against this baseline run directory.
+    #[arg(long, value_name = "DIR")]
+    pub baseline: Option<PathBuf>,
+    /// certctl-server binary for embedded mode (default: next to this executable).
+    #[arg(long, value_name = "PATH", env = "CERTCTL_SERVER_BIN")]
+    pub server_bin: Option<PathBuf>,
+    /// Embedded PostgreSQL settings.
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Fast)]
+    pub durability: DurabilityArg,
+    /// Fleet certificates to seed (and rotate over).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub certs: u64,
+    /// Fleet agents to seed (and rotate over).
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub agents: u64,
+    /// Do not apply fixtures (they are already in the database).
+    #[arg(long)]
+    pub no_seed: bool,
+    /// A start later than this after its due time counts as late (ms).
+    #[arg(long, default_value_t = 25)]
+    pub late_tolerance_ms: u64,
+    /// Per-request timeout (s).
+    #[arg(long, default_value_t = 30)]
+    pub request_timeout_s: u64,
+    /// How long after a schedule's end overdue slots may still start (s); later ones are dropped.
+    #[arg(long, default_value_t = 5)]
+    pub drain_s: u64,
+    /// Seconds to wait for the embedded server's /ready.
+    #[arg(long, default_value_t = 120)]
+    pub ready_timeout_s: u64,
+    /// No progress lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Scenario and seed directories.
+    #[command(flatten)]
+    pub files: FilesArgs,
+}
+
+/// `seed` options.
+#[derive(Debug, Clone, Args)]
+pub struct SeedArgs {
+    /// Database to seed (migrated, with the demo seed).
+    #[arg(long, value_name = "URL", env = "CERTCTL_LOADTEST_DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// Fleet certificates.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub certs: u64,
+    /// Fleet agents.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub agents: u64,
+    /// Scenario and seed directories.
+    #[command(flatten)]
+    pub files: FilesArgs,
+}
+
+/// `compare` options.
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// Baseline run directory.
+    pub baseline: PathBuf,
+    /// Run directory to judge (compare.json is written here).
+    pub run: PathBuf,
+    /// Relative noise floor (0.10 = 10 %).
+    #[arg(long, default_value_t = 0.10)]
+    pub rel_floor: f64,
+    /// Absolute noise floor for latencies (ms).
+    #[arg(long, default_value_t = 1.0)]
+    pub abs_floor_ms: f64,
+    /// Significance level of the Mann-Whitney test.
+    #[arg(long, default_value_t = 0.01)]
+    pub alpha: f64,
+}
+
+/// `report` options.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Run directory.
+    pub run_dir: PathBuf,
+}
+
+/// `list` options.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Scenario and seed directories.
+    #[command(flatten)]
+    pub files: FilesArgs,
+}
+
+/// Where the target comes from.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Start PostgreSQL and the server.
+    Embedded {
+        /// The server binary.
+        server_bin: PathBuf,
+        /// PostgreSQL settings.
+        durability: certctl_server::pg_embedded::Durability,
+    },
+    /// Drive `target`.
+    External {
+        /// Base URL.
+        target: String,
+        /// Database for seeding and metrics.
+        database_url: Option<String>,
+    },
+}
+
+/// A validated `run`.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    /// Scenarios with the profile applied, in run order.
+    pub scenarios: Vec<ResolvedScenario>,
+    /// Profile name.
+    pub profile: String,
+    /// Run directory.
+    pub out_dir: PathBuf,
+    /// Embedded or external.
+    pub mode: Mode,
+    /// Admin key to send (generated in embedded mode).
+    pub api_key: Option<String>,
+    /// Fleet sizes.
+    pub fleet: Fleet,
+    /// Seed files directory.
+    pub seeds_dir: PathBuf,
+    /// Fixtures the scenarios need, in lexical order; empty with `--no-seed`.
+    pub fixtures: Vec<String>,
+    /// Baseline directory.
+    pub baseline: Option<PathBuf>,
+    /// Late-start tolerance.
+    pub late_tolerance: Duration,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+    /// Drain after a schedule's end.
+    pub drain: Duration,
+    /// /ready timeout.
+    pub ready_timeout: Duration,
+    /// Progress lines.
+    pub progress: bool,
+}
+
+/// The directory `name` next to the working directory, else in the source tree.
+pub fn default_dir(explicit: Option<&Path>, name: &str) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    let local = PathBuf::from(name);
+    if local.is_dir() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(name)
+}
+
+impl RunPlan {
+    /// Validates `args` into a plan (reads scenario files; starts nothing).
+    pub fn from_args(args: &RunArgs) -> Result<Self, HarnessError> {
+        let dir = default_dir(args.files.scenarios_dir.as_deref(), "scenarios");
+        let all = scenario::load_dir(&dir)?;
+        let selected = scenario::select(&all, &args.scenarios)?;
+        if selected.is_empty() {
+            return Err(HarnessError::Config(format!("no scenarios in {}", dir.display())));
+        }
+        let profile = args.profile.as_str();
+        let scenarios = selected.iter().map(|d| d.resolve(profile)).collect::<Result<Vec<_>, _>>()?;
+        let mode = match &args.target {
+            Some(t) => {
+                let t = t.trim_end_matches('/').to_string();
+                if !(t.starts_with("http://") || t.starts_with("https://")) {
+                    return Err(HarnessError::Config(format!("--target must be an http(s) URL, got {t}")));
+                }
+                Mode::External { target: t, database_url: args.database_url.clone() }
+            }
+            None => Mode::Embedded {
+                server_bin: embedded::find_server_bin(args.server_bin.as_deref())?,
+                durability: match args.durability {
+                    DurabilityArg::Fast => certctl_server::pg_embedded::Durability::Fast,
+                    DurabilityArg::Durable => certctl_server::pg_embedded::Durability::Durable,
+                },
+            },
+        };
+        if let Some(b) = &args.baseline
+            && !b.join(crate::report::summary::FILE).is_file()
+        {
+            return Err(HarnessError::Config(format!("baseline {} has no summary.json", b.display())));
+        }
+        let api_key = match (&mode, &args.api_key) {
+            (_, Some(k)) => Some(k.clone()),
+            (Mode::Embedded { .. }, None) => Some(format!("loadtest-{:032x}", rand::random::<u128>())),
+            (Mode::External { .. }, None) => None,
+        };
+        let mut fixtures: Vec<String> = if args.no_seed {
+            Vec::new()
+        } else {
+            scenarios.iter().flat_map(|s| s.def.fixtures.iter().cloned()).collect()
+        };
+        fixtures.sort();
+        fixtures.dedup();
+        let out_dir = match &args.out {
+            Some(o) => o.clone(),
+            None => PathBuf::from("artifacts/runs").join(format!(
+                "{}-{}",
+                chrono::Utc::now().format("%Y%m%dT%H%M%SZ"),
+                crate::host::git_commit()
+            )),
+        };
+        Ok(RunPlan {
+            scenarios,
+            profile: profile.to_string(),
+            out_dir,
+            mode,
+            api_key,
+            fleet: Fleet { certs: args.certs, agents: args.agents },
+            seeds_dir: default_dir(args.files.seeds_dir.as_deref(), "seeds"),
+            fixtures,
+            baseline: args.baseline.clone(),
+            late_tolerance: Duration::from_millis(args.late_tolerance_ms),
+            request_timeout: Duration::from_secs(args.request_timeout_s.max(1)),
+            drain: Duration::from_secs(args.drain_s),
+            ready_timeout: Duration::from_secs(args.ready_timeout_s.max(1)),
+            progress: !args.quiet,
+        })
+    }
+}

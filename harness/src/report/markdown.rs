@@ -1,0 +1,168 @@
+//! `report.md`: the baseline table, ready to paste into `docs/operator/scale-baseline.md`.
+
+use crate::gate::{ThresholdVerdict, comparison_table};
+use crate::report::summary::{ScenarioSummary, Summary};
+use crate::scenario::ThresholdSet;
+
+fn verdict_of(sc: &ScenarioSummary, label: &str, set: ThresholdSet) -> &'static str {
+    let ts: Vec<_> = sc.thresholds.iter().filter(|t| t.set == set && t.label == label).collect();
+    if ts.is_empty() {
+        "–"
+    } else if ts.iter().any(|t| t.verdict == ThresholdVerdict::Fail) {
+        "fail"
+    } else if ts.iter().all(|t| t.verdict == ThresholdVerdict::Pass) {
+        "pass"
+    } else {
+        "not measured"
+    }
+}
+
+fn mb(b: Option<u64>) -> String {
+    b.map(|v| format!("{:.0} MiB", v as f64 / 1048576.0)).unwrap_or_else(|| "–".into())
+}
+
+/// Renders the report. `charts` lists chart files (relative) to link.
+pub fn render(s: &Summary, charts: &[String]) -> String {
+    let mut o = String::new();
+    o.push_str(&format!("# certctl scale baseline — {} profile\n\n", s.profile));
+    let pg =
+        s.postgres.as_ref().map(|p| format!("{}, {}", p.version, p.durability)).unwrap_or_else(|| "unknown".into());
+    o.push_str(&format!(
+        "- commit `{}`, run {} → {}\n- host: {} ({} cores, {:.1} GiB), kernel {}\n- PostgreSQL: {}\n- mode: {} ({})\n",
+        s.commit,
+        s.started_at,
+        s.finished_at,
+        s.host.cpu_model,
+        s.host.cores,
+        s.host.memory_bytes as f64 / 1073741824.0,
+        s.host.kernel,
+        pg,
+        s.mode,
+        s.target
+    ));
+    if !s.server_settings.is_empty() {
+        let set: Vec<String> = s.server_settings.iter().map(|(k, v)| format!("`{k}={v}`")).collect();
+        o.push_str(&format!("- server settings: {}\n", set.join(", ")));
+    }
+    if let Some(seed) = &s.seeding {
+        o.push_str(&format!(
+            "- fixtures: {} certificates, {} agents seeded in {:.2} s ({})\n",
+            seed.certs,
+            seed.agents,
+            seed.seconds,
+            seed.files.join(", ")
+        ));
+    }
+    o.push_str(&format!("- verdict: **{}** (exit {})\n\n", s.verdict.reason, s.verdict.exit_code));
+    o.push_str("Latencies are measured from each request's intended start (open model: coordinated-omission-free); \
+                service time (from the actual start) is in the detail table. Generator, server and database share the host.\n\n");
+    o.push_str("| scenario | label | p50 | p95 | p99 | error rate | seed thresholds | project targets |\n");
+    o.push_str("|---|---|---|---|---|---|---|---|\n");
+    for sc in &s.scenarios {
+        for l in &sc.labels {
+            o.push_str(&format!(
+                "| {} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.3} % | {} | {} |\n",
+                sc.name,
+                l.label,
+                l.corrected.p50,
+                l.corrected.p95,
+                l.corrected.p99,
+                l.error_rate * 100.0,
+                verdict_of(sc, &l.label, ThresholdSet::Seed),
+                verdict_of(sc, &l.label, ThresholdSet::Target)
+            ));
+        }
+    }
+    o.push_str("\n## Detail\n\n| scenario | label | requests | rate (target) | service p50 / p99 | p99.9 / max | errors (transport/4xx/5xx/unexpected/body) | 429 rateLimited | late / dropped starts |\n|---|---|---|---|---|---|---|---|---|\n");
+    for sc in &s.scenarios {
+        for l in &sc.labels {
+            let e = &l.errors;
+            o.push_str(&format!(
+                "| {} | {} | {} | {:.1}/s ({}) | {:.2} / {:.2} ms | {:.2} / {:.2} ms | {}/{}/{}/{}/{} | {} | {} / {} |\n",
+                sc.name,
+                l.label,
+                l.count,
+                l.achieved_rate,
+                l.target_rate.map(|r| format!("{r:.1}/s")).unwrap_or_else(|| "closed".into()),
+                l.service.p50,
+                l.service.p99,
+                l.corrected.p999,
+                l.corrected.max,
+                e.transport,
+                e.status_4xx,
+                e.status_5xx,
+                e.unexpected_status,
+                e.body_check,
+                l.rate_limited_429,
+                l.late_starts,
+                l.dropped_starts
+            ));
+        }
+    }
+    o.push_str("\n## Thresholds\n\n| scenario | set | threshold | observed | verdict |\n|---|---|---|---|---|\n");
+    for sc in &s.scenarios {
+        for t in &sc.thresholds {
+            o.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                sc.name,
+                t.set.as_str(),
+                t.describe(),
+                t.observed.map(|v| format!("{v:.3}")).unwrap_or_else(|| "–".into()),
+                match t.verdict {
+                    ThresholdVerdict::Pass => "pass",
+                    ThresholdVerdict::Fail => "fail",
+                    ThresholdVerdict::NotMeasured => "not measured",
+                }
+            ));
+        }
+    }
+    o.push_str("\n## Resources\n\n| scenario | server RSS peak | server CPU peak | DB connections peak | pg_stat_statements |\n|---|---|---|---|---|\n");
+    for sc in &s.scenarios {
+        let p = &sc.resources.peaks;
+        o.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            sc.name,
+            mb(p.rss_bytes),
+            p.cpu_percent.map(|c| format!("{c:.0} %")).unwrap_or_else(|| "–".into()),
+            p.db_connections.map(|c| c.to_string()).unwrap_or_else(|| "–".into()),
+            sc.pg_stat_statements.status
+        ));
+        for (k, v) in &sc.db_metrics {
+            o.push_str(&format!(
+                "\n{}: {} = {}\n",
+                sc.name,
+                k,
+                v.map(|v| format!("{v:.1}/s")).unwrap_or_else(|| "not measured".into())
+            ));
+        }
+    }
+    for sc in &s.scenarios {
+        if sc.pg_stat_statements.top.is_empty() {
+            continue;
+        }
+        o.push_str(&format!(
+            "\n### {} — top statements\n\n| calls | total ms | mean ms | query |\n|---|---|---|---|\n",
+            sc.name
+        ));
+        for q in &sc.pg_stat_statements.top {
+            o.push_str(&format!(
+                "| {} | {:.1} | {:.3} | `{}` |\n",
+                q.calls,
+                q.total_ms,
+                q.mean_ms,
+                q.query.replace('|', "\\|").replace('`', "'")
+            ));
+        }
+    }
+    if let Some(c) = &s.comparison {
+        o.push_str("\n## Regression gate\n\n");
+        o.push_str(&comparison_table(c));
+    }
+    if !charts.is_empty() {
+        o.push_str("\n## Charts\n\n");
+        for c in charts.iter().filter(|c| c.ends_with(".png")) {
+            o.push_str(&format!("![{c}]({c})\n"));
+        }
+    }
+    o
+}

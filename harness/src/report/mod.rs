@@ -1,0 +1,74 @@
+//! Artifacts of a run: `summary.json`, `report.md`, `junit.xml` and the charts.
+//!
+//! Data flow: the run writes `summary.json` ([`summary`]) and one `.hlog` per scenario, then
+//! calls [`render`], which reads *only those files* back and produces `report.md`
+//! ([`markdown`]), `junit.xml` ([`junit`]) and the PNG/SVG charts ([`charts`]). `report RUN_DIR`
+//! calls the same [`render`], so a re-rendered report is exactly what the run produced.
+
+pub mod charts;
+pub mod junit;
+pub mod markdown;
+pub mod summary;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::HarnessError;
+use crate::metrics::{LabelStats, Percentiles, hlog};
+use crate::scenario::engine::ScheduleCounts;
+use summary::{IntervalSummary, LabelSummary};
+
+/// Builds a label's summary from what the recorder saw.
+pub fn label_summary(s: &LabelStats, sched: ScheduleCounts, target_rate: Option<f64>, duration_s: f64) -> LabelSummary {
+    let count = s.count();
+    let frac = |n: u64| if count == 0 { 0.0 } else { n as f64 / count as f64 };
+    LabelSummary {
+        label: s.label.clone(),
+        count,
+        target_rate,
+        achieved_rate: if duration_s > 0.0 { count as f64 / duration_s } else { 0.0 },
+        corrected: Percentiles::of(&s.corrected),
+        service: Percentiles::of(&s.service),
+        errors: s.errors,
+        error_rate: frac(s.errors.total()),
+        error_rate_5xx: frac(s.errors.status_5xx),
+        status_counts: s.statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        rate_limited_429: s.rate_limited,
+        planned: sched.planned,
+        late_starts: sched.late,
+        dropped_starts: sched.dropped,
+        intervals: s
+            .intervals
+            .iter()
+            .enumerate()
+            .map(|(t, iv)| {
+                let p = Percentiles::of(&iv.corrected);
+                IntervalSummary { t_s: t as u64, count: iv.corrected.len(), errors: iv.errors, p50: p.p50, p99: p.p99 }
+            })
+            .collect(),
+    }
+}
+
+/// Histograms read back from a run's hlogs: (scenario, tag) → whole-run histogram.
+pub type Spectra = BTreeMap<(String, String), hdrhistogram::Histogram<u64>>;
+
+/// Re-renders `report.md`, `junit.xml` and the charts of a run directory from its
+/// `summary.json` and hlogs.
+pub fn render(dir: &Path) -> Result<(), HarnessError> {
+    let s = summary::read(dir)?;
+    let mut spectra = Spectra::new();
+    for sc in &s.scenarios {
+        let path = dir.join(&sc.hlog);
+        let logged = hlog::read(&path).map_err(|e| HarnessError::Config(format!("{}: {e}", path.display())))?;
+        for (tag, ivs) in &logged {
+            spectra.insert((sc.name.clone(), tag.clone()), hlog::merged(ivs));
+        }
+    }
+    let charts = charts::render_all(dir, &s, &spectra)?;
+    let md = markdown::render(&s, &charts);
+    let p = dir.join("report.md");
+    std::fs::write(&p, md).map_err(|e| HarnessError::io(&p, e))?;
+    let p = dir.join("junit.xml");
+    std::fs::write(&p, junit::render(&s)).map_err(|e| HarnessError::io(&p, e))?;
+    Ok(())
+}

@@ -1,0 +1,571 @@
+//! The `run`, `seed`, `compare` and `list` commands: orchestration only — every step's logic
+//! lives in its own module.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::cli::{CompareArgs, ListArgs, Mode, RunPlan, SeedArgs, default_dir};
+use crate::embedded::{Embedded, EmbeddedOptions};
+use crate::gate::{self, NoiseFloor, ThresholdVerdict};
+use crate::host::{HostInfo, git_commit};
+use crate::metrics::{hlog, sampler};
+use crate::report::summary::{
+    self, PgStatStatements, PostgresInfo, Resources, ScenarioSummary, StatementDelta, Summary, Verdict,
+};
+use crate::report::{self, label_summary};
+use crate::scenario::engine::{self, EngineConfig};
+use crate::scenario::{self, Model, ResolvedScenario, ThresholdSet};
+use crate::seed::{self, SeedReport};
+use crate::{HarnessError, Outcome};
+
+/// The process-wide Ctrl-C flag. The handler is installed once (the `ctrlc` crate allows one
+/// per process); installing ours first also keeps goose's own handler from taking over, so a
+/// Ctrl-C ends the load through this flag and the normal teardown path runs. A second Ctrl-C
+/// exits at once (the PostgreSQL watchdog still removes the cluster).
+pub fn cancel_flag() -> Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(|| {
+        let flag = Arc::new(AtomicBool::new(false));
+        let f = flag.clone();
+        let _ = ctrlc::set_handler(move || {
+            if f.swap(true, Ordering::SeqCst) {
+                std::process::exit(2);
+            }
+            eprintln!("certctl-loadtest: Ctrl-C — stopping the load and tearing down (again to exit at once)");
+        });
+        flag
+    })
+    .clone()
+}
+
+/// The environment being driven.
+struct Target {
+    base_url: String,
+    database_url: Option<String>,
+    server_pid: Option<u32>,
+    postgres: Option<PostgresInfo>,
+    embedded: Option<Embedded>,
+    mode: &'static str,
+    server_env: BTreeMap<String, String>,
+}
+
+impl Target {
+    fn teardown(&mut self) {
+        if let Some(mut e) = self.embedded.take() {
+            e.teardown();
+        }
+    }
+}
+
+/// `run`: everything, with teardown on every path.
+pub async fn run(plan: RunPlan) -> Outcome {
+    let cancel = cancel_flag();
+    if let Err(e) = std::fs::create_dir_all(&plan.out_dir) {
+        return Outcome::failed(HarnessError::io(&plan.out_dir, e));
+    }
+    let started_at = chrono::Utc::now();
+    let mut target = match start_target(&plan, &cancel).await {
+        Ok(t) => t,
+        Err(e) => return Outcome::failed(e),
+    };
+    let result = drive(&plan, &mut target, &cancel, started_at).await;
+    target.teardown();
+    match result {
+        Ok(o) => o,
+        Err(e) => Outcome { code: 2, message: e.to_string(), run_dir: Some(plan.out_dir.clone()) },
+    }
+}
+
+async fn start_target(plan: &RunPlan, cancel: &Arc<AtomicBool>) -> Result<Target, HarnessError> {
+    match &plan.mode {
+        Mode::Embedded { server_bin, durability } => {
+            eprintln!("certctl-loadtest: starting PostgreSQL and {}", server_bin.display());
+            let opts = EmbeddedOptions {
+                server_bin: server_bin.clone(),
+                durability: *durability,
+                log_dir: plan.out_dir.clone(),
+                api_key: plan.api_key.clone().unwrap_or_default(),
+                ready_timeout: plan.ready_timeout,
+            };
+            let c = cancel.clone();
+            let env = Embedded::start(&opts, move || c.load(Ordering::Relaxed)).await.map_err(|e| match e {
+                crate::embedded::EmbeddedError::Interrupted => HarnessError::Interrupted,
+                e => HarnessError::Embedded(e),
+            })?;
+            eprintln!("certctl-loadtest: server ready at {} (pid {}), {}", env.base_url, env.pid, env.pg_version);
+            Ok(Target {
+                base_url: env.base_url.clone(),
+                database_url: Some(env.database_url.clone()),
+                server_pid: Some(env.pid),
+                postgres: Some(PostgresInfo {
+                    version: env.pg_version.clone(),
+                    durability: env.durability.as_str().to_string(),
+                    pg_stat_statements: env.pg_stat_statements,
+                }),
+                server_env: env.server_env.clone(),
+                embedded: Some(env),
+                mode: "embedded",
+            })
+        }
+        Mode::External { target, database_url } => {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .map_err(|e| HarnessError::Target(e.to_string()))?;
+            // One request before anything else: an unreachable target is a run that cannot be
+            // carried out (exit 2), not a run full of transport errors (exit 1).
+            let url = format!("{target}/health");
+            client.get(&url).send().await.map_err(|e| HarnessError::Target(format!("{target} unreachable: {e}")))?;
+            Ok(Target {
+                base_url: target.clone(),
+                database_url: database_url.clone(),
+                server_pid: None,
+                postgres: None,
+                embedded: None,
+                mode: "external",
+                server_env: BTreeMap::new(),
+            })
+        }
+    }
+}
+
+async fn connect(url: &str) -> Result<PgPool, HarnessError> {
+    PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+        .map_err(|e| HarnessError::Database(e.to_string()))
+}
+
+/// Creates pg_stat_statements if it can; returns the status text for the summary.
+async fn prepare_pss(pool: &PgPool) -> String {
+    if let Err(e) = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(pool).await {
+        return format!("unavailable: {e}");
+    }
+    match sqlx::query("SELECT 1 FROM pg_stat_statements LIMIT 1").fetch_optional(pool).await {
+        Ok(_) => "available".into(),
+        Err(e) => format!("unavailable: {e}"),
+    }
+}
+
+type PssSnapshot = HashMap<i64, (String, i64, f64)>;
+
+async fn pss_snapshot(pool: &PgPool) -> Option<PssSnapshot> {
+    let rows: Vec<(Option<i64>, String, i64, f64)> = sqlx::query_as(
+        "SELECT queryid, left(query, 300), calls, total_exec_time FROM pg_stat_statements \
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_all(pool)
+    .await
+    .ok()?;
+    Some(rows.into_iter().filter_map(|(id, q, c, t)| id.map(|id| (id, (q, c, t)))).collect())
+}
+
+fn pss_diff(before: &PssSnapshot, after: &PssSnapshot) -> Vec<StatementDelta> {
+    let mut d: Vec<StatementDelta> = after
+        .iter()
+        .filter_map(|(id, (q, c, t))| {
+            let (bc, bt) = before.get(id).map(|(_, c, t)| (*c, *t)).unwrap_or((0, 0.0));
+            let calls = c - bc;
+            (calls > 0).then(|| StatementDelta {
+                query: q.split_whitespace().collect::<Vec<_>>().join(" "),
+                calls,
+                total_ms: t - bt,
+                mean_ms: (t - bt) / calls as f64,
+            })
+        })
+        .filter(|s| !s.query.contains("pg_stat_statements") && !s.query.contains("pg_stat_activity"))
+        .collect();
+    d.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
+    d.truncate(10);
+    d
+}
+
+async fn db_counter(pool: &PgPool, sql: &str) -> Option<i64> {
+    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(pool).await.ok()
+}
+
+async fn drive(
+    plan: &RunPlan,
+    target: &mut Target,
+    cancel: &Arc<AtomicBool>,
+    started_at: chrono::DateTime<chrono::Utc>,
+) -> Result<Outcome, HarnessError> {
+    let pool = match &target.database_url {
+        Some(url) => Some(connect(url).await?),
+        None => None,
+    };
+    if let (Some(pool), None) = (&pool, &target.postgres) {
+        // External mode with a database: record what we can learn about it.
+        let version: String =
+            sqlx::query_scalar("SHOW server_version").fetch_one(pool).await.unwrap_or_else(|_| "unknown".into());
+        let fsync: String = sqlx::query_scalar("SHOW fsync").fetch_one(pool).await.unwrap_or_default();
+        let sc: String = sqlx::query_scalar("SHOW synchronous_commit").fetch_one(pool).await.unwrap_or_default();
+        target.postgres = Some(PostgresInfo {
+            version: format!("PostgreSQL {version}"),
+            durability: format!("fsync={fsync}, synchronous_commit={sc}"),
+            pg_stat_statements: false,
+        });
+    }
+    if target.database_url.is_none() && !plan.fixtures.is_empty() {
+        eprintln!(
+            "certctl-loadtest: no --database-url: assuming fixtures {} are already in the target's database",
+            plan.fixtures.join(", ")
+        );
+    }
+    let mut seeding: Option<SeedReport> = None;
+    let pss_status = match &pool {
+        Some(p) => prepare_pss(p).await,
+        None => "unavailable: no database connection".into(),
+    };
+    if let Some(pg) = target.postgres.as_mut() {
+        pg.pg_stat_statements = pss_status == "available";
+    }
+
+    let cfg = EngineConfig {
+        base_url: target.base_url.clone(),
+        api_key: plan.api_key.clone(),
+        fleet: plan.fleet,
+        run_tag: format!("{}{:04x}", chrono::Utc::now().format("%H%M%S"), rand::random::<u16>()),
+        late_tolerance: plan.late_tolerance,
+        drain: plan.drain,
+        request_timeout: plan.request_timeout,
+        cancel: cancel.clone(),
+        progress: plan.progress,
+    };
+    let mut scenarios = Vec::new();
+    for sc in &plan.scenarios {
+        if cancel.load(Ordering::Relaxed) {
+            break;
+        }
+        // Fixtures are applied right before the first scenario that needs them, so a fleet
+        // the scheduler starts renewing (bulk_renewal's) does not load the server during
+        // scenarios that do not ask for it.
+        if let Some(url) = &target.database_url {
+            let applied: Vec<String> = seeding.as_ref().map(|s| s.files.clone()).unwrap_or_default();
+            let need: Vec<String> =
+                sc.def.fixtures.iter().filter(|f| plan.fixtures.contains(f) && !applied.contains(f)).cloned().collect();
+            if !need.is_empty() {
+                let r = seed::apply(url, &plan.seeds_dir, Some(&need), plan.fleet).await?;
+                eprintln!(
+                    "certctl-loadtest: seeded {} ({} certs, {} agents) in {:.2} s",
+                    r.files.join(", "),
+                    r.certs,
+                    r.agents,
+                    r.seconds
+                );
+                seeding = Some(match seeding.take() {
+                    None => r,
+                    Some(mut acc) => {
+                        acc.files.extend(r.files);
+                        acc.seconds += r.seconds;
+                        acc
+                    }
+                });
+            }
+        }
+        scenarios.push(run_one(plan, sc, &cfg, target, pool.as_ref(), &pss_status).await?);
+    }
+    if cancel.load(Ordering::Relaxed) {
+        return Err(HarnessError::Interrupted);
+    }
+    for sc in &scenarios {
+        if let Some(l) = sc.labels.iter().find(|l| l.count == 0) {
+            return Err(HarnessError::Target(format!(
+                "{}: label {} completed no requests — the run measured nothing",
+                sc.name, l.label
+            )));
+        }
+    }
+
+    let mut summary = Summary {
+        schema_version: summary::SCHEMA_VERSION,
+        tool: format!("certctl-loadtest {}", env!("CARGO_PKG_VERSION")),
+        commit: git_commit(),
+        started_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        profile: plan.profile.clone(),
+        mode: target.mode.into(),
+        target: target.base_url.clone(),
+        server_settings: target.server_env.clone(),
+        host: HostInfo::detect(),
+        postgres: target.postgres.clone(),
+        seeding,
+        scenarios,
+        verdict: Verdict {
+            seed_thresholds_held: true,
+            targets_held: true,
+            gate_passed: None,
+            exit_code: 0,
+            reason: String::new(),
+        },
+        comparison: None,
+    };
+    summary.verdict = verdict(&summary);
+    summary::write(&plan.out_dir, &summary)?;
+    if let Some(base) = &plan.baseline {
+        let c = gate::compare_dirs(base, &plan.out_dir, &NoiseFloor::default())?;
+        summary.comparison = Some(c);
+        summary.verdict = verdict(&summary);
+        summary::write(&plan.out_dir, &summary)?;
+    }
+    report::render(&plan.out_dir)?;
+    print_table(&summary, &plan.out_dir);
+    Ok(Outcome {
+        code: summary.verdict.exit_code,
+        message: summary.verdict.reason.clone(),
+        run_dir: Some(plan.out_dir.clone()),
+    })
+}
+
+async fn run_one(
+    plan: &RunPlan,
+    sc: &ResolvedScenario,
+    cfg: &EngineConfig,
+    target: &Target,
+    pool: Option<&PgPool>,
+    pss_status: &str,
+) -> Result<ScenarioSummary, HarnessError> {
+    let def = &sc.def;
+    eprintln!(
+        "[{}] {} profile: {:.0} s, {} model{}",
+        def.name,
+        sc.profile,
+        sc.duration.as_secs_f64(),
+        if def.load.model == Model::Open { "open" } else { "closed" },
+        match def.load.model {
+            Model::Open => format!(
+                ", {}",
+                def.requests
+                    .iter()
+                    .zip(&sc.rates)
+                    .map(|(r, x)| format!("{} {x:.1}/s", r.label))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Model::Closed => format!(", {} users, {} ms pause", sc.users.unwrap_or(1), def.load.pause_ms),
+        }
+    );
+    let pss_before = match (pool, pss_status == "available") {
+        (Some(p), true) => pss_snapshot(p).await,
+        _ => None,
+    };
+    let mut counters_before = BTreeMap::new();
+    for m in &def.db_metrics {
+        let v = match pool {
+            Some(p) => db_counter(p, &m.counter_sql).await,
+            None => None,
+        };
+        counters_before.insert(m.name.clone(), v);
+    }
+    let sampler = sampler::Sampler::start(target.server_pid, pool.cloned(), Instant::now());
+    let t = Instant::now();
+    let run = engine::run_scenario(sc, cfg).await;
+    let wall = t.elapsed();
+    let samples = sampler.stop().await;
+    let run = run?;
+    let mut db_metrics = BTreeMap::new();
+    for m in &def.db_metrics {
+        let after = match pool {
+            Some(p) => db_counter(p, &m.counter_sql).await,
+            None => None,
+        };
+        let rate = match (counters_before.get(&m.name).copied().flatten(), after) {
+            (Some(b), Some(a)) => Some((a - b) as f64 / wall.as_secs_f64().max(1e-9)),
+            _ => None,
+        };
+        db_metrics.insert(m.name.clone(), rate);
+    }
+    let pss = match (pool, pss_before) {
+        (Some(p), Some(before)) => match pss_snapshot(p).await {
+            Some(after) => PgStatStatements { status: "available".into(), top: pss_diff(&before, &after) },
+            None => PgStatStatements { status: "unavailable: snapshot failed".into(), top: vec![] },
+        },
+        _ => PgStatStatements { status: pss_status.to_string(), top: vec![] },
+    };
+    let hlog_name = format!("{}.hlog", def.name);
+    hlog::write(
+        &plan.out_dir.join(&hlog_name),
+        run.started_at,
+        &format!(
+            "certctl-loadtest {} scenario {} profile {} commit {}",
+            env!("CARGO_PKG_VERSION"),
+            def.name,
+            sc.profile,
+            git_commit()
+        ),
+        &run.labels,
+    )
+    .map_err(|e| HarnessError::Config(format!("writing {hlog_name}: {e}")))?;
+    let duration_s = sc.duration.as_secs_f64();
+    let labels: Vec<_> = run
+        .labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let target_rate = (def.load.model == Model::Open).then(|| sc.rates[i]);
+            label_summary(l, run.schedule.get(i).copied().unwrap_or_default(), target_rate, duration_s)
+        })
+        .collect();
+    let thresholds = gate::evaluate(&def.thresholds, &labels, &db_metrics);
+    let users = match def.load.model {
+        Model::Open => (0..def.requests.len()).map(|i| sc.open_users(i)).sum(),
+        Model::Closed => sc.users.unwrap_or(1),
+    };
+    Ok(ScenarioSummary {
+        name: def.name.clone(),
+        description: def.description.clone(),
+        model: if def.load.model == Model::Open { "open" } else { "closed" }.into(),
+        duration_s,
+        elapsed_s: run.elapsed.as_secs_f64(),
+        users,
+        cancelled: run.cancelled,
+        hlog: hlog_name,
+        labels,
+        db_metrics,
+        thresholds,
+        resources: Resources { peaks: sampler::peaks(&samples), samples },
+        pg_stat_statements: pss,
+    })
+}
+
+fn verdict(s: &Summary) -> Verdict {
+    let all: Vec<(&str, &gate::ThresholdResult)> =
+        s.scenarios.iter().flat_map(|sc| sc.thresholds.iter().map(move |t| (sc.name.as_str(), t))).collect();
+    let seed_fail: Vec<_> =
+        all.iter().filter(|(_, t)| t.set == ThresholdSet::Seed && t.verdict == ThresholdVerdict::Fail).collect();
+    let targets: Vec<_> = all.iter().filter(|(_, t)| t.set == ThresholdSet::Target).collect();
+    let targets_met = targets.iter().filter(|(_, t)| t.verdict == ThresholdVerdict::Pass).count();
+    let gate_passed = s.comparison.as_ref().map(|c| !c.regressed);
+    let seed_held = seed_fail.is_empty();
+    let targets_note = format!("{targets_met}/{} project targets met", targets.len());
+    let (exit_code, reason) = if let Some((sc, t)) = seed_fail.first() {
+        let obs = t.observed.map(|v| format!("{v:.3}")).unwrap_or_default();
+        (
+            1,
+            format!(
+                "seed threshold failed: {sc} {} (observed {obs}); {} failed in all; {targets_note}",
+                t.describe(),
+                seed_fail.len()
+            ),
+        )
+    } else if gate_passed == Some(false) {
+        let n = s
+            .comparison
+            .as_ref()
+            .map(|c| c.results.iter().filter(|r| r.verdict == gate::CompareVerdict::Regressed).count())
+            .unwrap_or(0);
+        (1, format!("regression gate failed: {n} metric(s) regressed against the baseline; {targets_note}"))
+    } else {
+        (0, format!("all seed thresholds held; {targets_note}"))
+    };
+    Verdict {
+        seed_thresholds_held: seed_held,
+        targets_held: targets_met == targets.len(),
+        gate_passed,
+        exit_code,
+        reason,
+    }
+}
+
+fn print_table(s: &Summary, dir: &Path) {
+    println!(
+        "\n{:<14} {:<14} {:>10} {:>10} {:>10} {:>9} {:>6} {:>8}",
+        "scenario", "label", "p50 ms", "p95 ms", "p99 ms", "err %", "seed", "targets"
+    );
+    for sc in &s.scenarios {
+        for l in &sc.labels {
+            let v = |set: ThresholdSet| {
+                let ts: Vec<_> = sc.thresholds.iter().filter(|t| t.set == set && t.label == l.label).collect();
+                if ts.iter().any(|t| t.verdict == ThresholdVerdict::Fail) { "fail" } else { "pass" }
+            };
+            println!(
+                "{:<14} {:<14} {:>10.2} {:>10.2} {:>10.2} {:>9.3} {:>6} {:>8}",
+                sc.name,
+                l.label,
+                l.corrected.p50,
+                l.corrected.p95,
+                l.corrected.p99,
+                l.error_rate * 100.0,
+                v(ThresholdSet::Seed),
+                v(ThresholdSet::Target)
+            );
+        }
+    }
+    println!("\n{}\nrun directory: {}", s.verdict.reason, dir.display());
+}
+
+/// `seed`.
+pub async fn seed_only(args: &SeedArgs) -> Result<Outcome, HarnessError> {
+    let dir = default_dir(args.files.seeds_dir.as_deref(), "seeds");
+    let fleet = scenario::template::Fleet { certs: args.certs, agents: args.agents };
+    let r = seed::apply(&args.database_url, &dir, None, fleet).await?;
+    let msg = format!("seeded {} ({} certs, {} agents) in {:.2} s", r.files.join(", "), r.certs, r.agents, r.seconds);
+    println!("{msg}");
+    Ok(Outcome { code: 0, message: msg, run_dir: None })
+}
+
+/// `compare`.
+pub fn compare(args: &CompareArgs) -> Result<Outcome, HarnessError> {
+    let noise =
+        NoiseFloor { rel: args.rel_floor, abs_ms: args.abs_floor_ms, alpha: args.alpha, ..NoiseFloor::default() };
+    let c = gate::compare_dirs(&args.baseline, &args.run, &noise)?;
+    println!("{}", gate::comparison_table(&c));
+    let path = args.run.join("compare.json");
+    let text = serde_json::to_string_pretty(&c).map_err(|e| HarnessError::Config(e.to_string()))?;
+    std::fs::write(&path, text + "\n").map_err(|e| HarnessError::io(&path, e))?;
+    let n = c.results.iter().filter(|r| r.verdict == gate::CompareVerdict::Regressed).count();
+    Ok(if c.regressed {
+        Outcome {
+            code: 1,
+            message: format!("{n} metric(s) regressed against {}", args.baseline.display()),
+            run_dir: Some(args.run.clone()),
+        }
+    } else {
+        Outcome { code: 0, message: "no regression".into(), run_dir: Some(args.run.clone()) }
+    })
+}
+
+/// `list`.
+pub fn list(args: &ListArgs) -> Result<Outcome, HarnessError> {
+    let dir = default_dir(args.files.scenarios_dir.as_deref(), "scenarios");
+    for d in scenario::load_dir(&dir)? {
+        println!("{} — {}", d.name, d.description.split_whitespace().collect::<Vec<_>>().join(" "));
+        println!("  fixtures: {}", if d.fixtures.is_empty() { "none".into() } else { d.fixtures.join(", ") });
+        for p in ["smoke", "ci", "scale"] {
+            if let Ok(r) = d.resolve(p) {
+                let load = match d.load.model {
+                    Model::Open => d
+                        .requests
+                        .iter()
+                        .zip(&r.rates)
+                        .map(|(q, x)| format!("{} {x:.0}/s", q.label))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    Model::Closed => format!("{} users, {} ms pause", r.users.unwrap_or(1), d.load.pause_ms),
+                };
+                println!("  profile {p:<5}: {:>4.0} s, {load}", r.duration.as_secs_f64());
+            }
+        }
+        for r in &d.requests {
+            println!("  {:<13} {:?} {} (expect {:?})", r.label, r.method, r.path, r.expect);
+        }
+        for t in &d.thresholds {
+            let (op, v) = match (t.max, t.min) {
+                (Some(m), _) => ("<", m),
+                (_, Some(m)) => (">=", m),
+                _ => ("?", 0.0),
+            };
+            println!("  {:<6} {} {} {op} {v}", t.set.as_str(), t.label, t.metric);
+        }
+        println!();
+    }
+    Ok(Outcome { code: 0, message: String::new(), run_dir: None })
+}

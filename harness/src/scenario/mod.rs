@@ -1,0 +1,477 @@
+//! Scenarios: the data files in `scenarios/*.toml` and what the harness makes of them.
+//!
+//! Data flow: a TOML file is parsed into a [`ScenarioDef`] (validated once, while the plan is
+//! built), resolved against a profile (`smoke`/`ci`/`scale`) into a [`ResolvedScenario`], and
+//! handed to [`engine::run_scenario`], which builds a goose attack from it. The open-model arrival
+//! schedule lives in [`schedule`]; per-request values (agent ids, certificate batches, ACME
+//! certIDs) are filled into the request templates by [`template`].
+//!
+//! A scenario is data, not code: the four shipped scenarios (`bulk_renewal`, `acme_burst`,
+//! `agent_storm`, `api`) differ only in their files, so a new one needs no Rust. The per-scenario
+//! knowledge that does need code (how a fleet id or an agent credential is formed) lives in
+//! [`template`], next to the seed files that create the same ids.
+
+pub mod engine;
+pub mod schedule;
+pub mod template;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Problems with a scenario file.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for a scenario.
+    #[error("parsing {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// The file parses but says something impossible.
+    #[error("scenario {scenario}: {message}")]
+    Invalid {
+        /// The scenario name.
+        scenario: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A scenario asked for on the command line does not exist.
+    #[error("unknown scenario '{0}' (see `certctl-loadtest list`)")]
+    Unknown(String),
+    /// A profile the scenario does not define.
+    #[error("scenario {scenario} has no profile '{profile}'")]
+    NoProfile {
+        /// The scenario name.
+        scenario: String,
+        /// The profile asked for.
+        profile: String,
+    },
+}
+
+/// One scenario file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioDef {
+    /// Name; must match the file stem.
+    pub name: String,
+    /// What the scenario exercises, in a sentence or two.
+    pub description: String,
+    /// Seed files (`seeds/*.sql`) this scenario needs, by file name.
+    #[serde(default)]
+    pub fixtures: Vec<String>,
+    /// How load is offered.
+    pub load: LoadDef,
+    /// The requests, each with its own label.
+    pub requests: Vec<RequestDef>,
+    /// Seed thresholds and project targets.
+    #[serde(default)]
+    pub thresholds: Vec<ThresholdDef>,
+    /// Counters read from the database before and after the load, reported as rates.
+    #[serde(default)]
+    pub db_metrics: Vec<DbMetricDef>,
+    /// Per-profile overrides (`smoke`, `ci`, `scale`).
+    #[serde(default)]
+    pub profiles: BTreeMap<String, ProfileOverride>,
+}
+
+/// Open or closed load model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Model {
+    /// Arrival rates: request *i* of a label is due at `start + i/rate`.
+    Open,
+    /// A fixed number of users, each running the request sequence then pausing.
+    Closed,
+}
+
+/// The load model of a scenario.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadDef {
+    /// `open` (arrival rates per request) or `closed` (concurrent users).
+    pub model: Model,
+    /// Length of the run in seconds (the scale figure; profiles override it).
+    pub duration_s: f64,
+    /// Concurrent goose users. Closed model: the users. Open model: the pool that serves the
+    /// schedule per request label (default: two seconds' worth of arrivals, at least 8).
+    #[serde(default)]
+    pub users: Option<usize>,
+    /// Closed model: pause after each iteration, in milliseconds.
+    #[serde(default)]
+    pub pause_ms: u64,
+}
+
+/// HTTP methods a scenario may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    /// GET
+    Get,
+    /// HEAD
+    Head,
+    /// POST
+    Post,
+    /// PUT
+    Put,
+    /// DELETE
+    Delete,
+}
+
+/// Which credential a request carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Auth {
+    /// No `Authorization` header.
+    #[default]
+    None,
+    /// `Authorization: Bearer <api key>`.
+    ApiKey,
+    /// `Authorization: Bearer <credential of the agent named in the path>`.
+    Agent,
+}
+
+/// One request of a scenario.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestDef {
+    /// Label: the unit of measurement, thresholds and comparison.
+    pub label: String,
+    /// HTTP method.
+    pub method: Method,
+    /// Path template (see [`template`]).
+    pub path: String,
+    /// JSON body template, sent with `Content-Type: application/json`.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Credential to send.
+    #[serde(default)]
+    pub auth: Auth,
+    /// Statuses that count as success.
+    pub expect: Vec<u16>,
+    /// Open model: arrivals per second for this label.
+    #[serde(default)]
+    pub rate: Option<f64>,
+    /// `{cert_batch}`: certificates per batch.
+    #[serde(default)]
+    pub batch: Option<usize>,
+    /// Body check on an expected status: the JSON body must be an object with this field.
+    #[serde(default)]
+    pub check_json_field: Option<String>,
+    /// Body check on an expected status: this response header must be present.
+    #[serde(default)]
+    pub check_header: Option<String>,
+}
+
+/// Which set a threshold belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum ThresholdSet {
+    /// Seed thresholds: regression guards; they decide the exit code.
+    Seed,
+    /// The project's own targets: evaluated and reported, not gating.
+    Target,
+}
+
+impl ThresholdSet {
+    /// Name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThresholdSet::Seed => "seed",
+            ThresholdSet::Target => "target",
+        }
+    }
+}
+
+/// The label that names scenario-wide metrics (database counters) in thresholds.
+pub const SCENARIO_LABEL: &str = "_scenario";
+
+/// Metrics a threshold may name for a request label. Latencies are corrected (from the
+/// intended start) unless prefixed `service_`.
+pub const LABEL_METRICS: &[&str] = &[
+    "p50",
+    "p90",
+    "p95",
+    "p99",
+    "p999",
+    "max",
+    "service_p50",
+    "service_p95",
+    "service_p99",
+    "error_rate",
+    "error_rate_5xx",
+];
+
+/// One threshold: `metric < max` or `metric >= min`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdDef {
+    /// Seed threshold or project target.
+    pub set: ThresholdSet,
+    /// Request label, or `_scenario` for a database metric.
+    pub label: String,
+    /// One of [`LABEL_METRICS`] or a `db_metrics` name.
+    pub metric: String,
+    /// Upper bound (exclusive): milliseconds for latencies, a fraction for error rates.
+    #[serde(default)]
+    pub max: Option<f64>,
+    /// Lower bound (inclusive), for rates.
+    #[serde(default)]
+    pub min: Option<f64>,
+}
+
+/// A counter read with one SQL query before and after the load; reported as a per-second rate.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbMetricDef {
+    /// Metric name (usable in thresholds with label `_scenario`).
+    pub name: String,
+    /// `SELECT` returning one `bigint`.
+    pub counter_sql: String,
+}
+
+/// Profile overrides.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileOverride {
+    /// Run length in seconds.
+    #[serde(default)]
+    pub duration_s: Option<f64>,
+    /// Multiplies every open-model rate.
+    #[serde(default)]
+    pub rate_factor: Option<f64>,
+    /// Concurrent users (closed model) or per-label pool (open model).
+    #[serde(default)]
+    pub users: Option<usize>,
+}
+
+/// A scenario with a profile applied: the numbers the engine runs with.
+#[derive(Debug, Clone)]
+pub struct ResolvedScenario {
+    /// The definition.
+    pub def: ScenarioDef,
+    /// Profile name.
+    pub profile: String,
+    /// Run length.
+    pub duration: Duration,
+    /// Closed model: users. Open model: per-label pool override.
+    pub users: Option<usize>,
+    /// Open model: arrivals per second per request (same order as `def.requests`).
+    pub rates: Vec<f64>,
+}
+
+impl ResolvedScenario {
+    /// Goose users serving request `i` in the open model: two seconds' worth of arrivals (so a
+    /// one-second stall of the target does not starve the schedule), at least 8.
+    pub fn open_users(&self, i: usize) -> usize {
+        if let Some(u) = self.users {
+            return u.max(1);
+        }
+        let rate = self.rates.get(i).copied().unwrap_or(1.0);
+        ((rate * 2.0).ceil() as usize).clamp(8, 2000)
+    }
+
+    /// Requests the schedule plans for request `i` (open model).
+    pub fn planned(&self, i: usize) -> u64 {
+        let rate = self.rates.get(i).copied().unwrap_or(0.0);
+        (rate * self.duration.as_secs_f64()).round() as u64
+    }
+}
+
+impl ScenarioDef {
+    /// Parses and validates one scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: path.to_path_buf(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates scenario text (`path` names it in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ScenarioError> {
+        let def: ScenarioDef = toml::from_str(text).map_err(|e| ScenarioError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim().to_string(),
+        })?;
+        def.validate()?;
+        Ok(def)
+    }
+
+    fn invalid(&self, message: impl Into<String>) -> ScenarioError {
+        ScenarioError::Invalid { scenario: self.name.clone(), message: message.into() }
+    }
+
+    fn validate(&self) -> Result<(), ScenarioError> {
+        if self.requests.is_empty() {
+            return Err(self.invalid("no [[requests]]"));
+        }
+        if !positive(self.load.duration_s) {
+            return Err(self.invalid("load.duration_s must be > 0"));
+        }
+        let mut labels = BTreeSet::new();
+        for r in &self.requests {
+            if r.label.is_empty() || r.label.contains([' ', ',', '\n', '\r']) || r.label == SCENARIO_LABEL {
+                // Labels become hlog tags, which may not contain spaces or commas.
+                return Err(self.invalid(format!("bad label '{}'", r.label)));
+            }
+            if !labels.insert(r.label.as_str()) {
+                return Err(self.invalid(format!("label '{}' used twice", r.label)));
+            }
+            if r.expect.is_empty() {
+                return Err(self.invalid(format!("label {}: expect is empty", r.label)));
+            }
+            match (self.load.model, r.rate) {
+                (Model::Open, Some(rate)) if rate > 0.0 => {}
+                (Model::Open, _) => return Err(self.invalid(format!("label {}: open model needs rate > 0", r.label))),
+                (Model::Closed, Some(_)) => {
+                    return Err(self.invalid(format!("label {}: rate is for the open model", r.label)));
+                }
+                (Model::Closed, None) => {}
+            }
+        }
+        if self.load.model == Model::Closed && self.load.users.unwrap_or(0) == 0 {
+            return Err(self.invalid("closed model needs load.users > 0"));
+        }
+        let db_names: BTreeSet<&str> = self.db_metrics.iter().map(|m| m.name.as_str()).collect();
+        for t in &self.thresholds {
+            if t.max.is_none() == t.min.is_none() {
+                return Err(self.invalid(format!("threshold {} {}: give exactly one of max/min", t.label, t.metric)));
+            }
+            let ok = if t.label == SCENARIO_LABEL {
+                db_names.contains(t.metric.as_str())
+            } else {
+                labels.contains(t.label.as_str()) && LABEL_METRICS.contains(&t.metric.as_str())
+            };
+            if !ok {
+                return Err(self.invalid(format!("threshold names unknown label/metric {} {}", t.label, t.metric)));
+            }
+        }
+        for (name, p) in &self.profiles {
+            if p.duration_s.is_some_and(|d| !positive(d)) || p.rate_factor.is_some_and(|f| !positive(f)) {
+                return Err(self.invalid(format!("profile {name}: durations and factors must be > 0")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a profile; `None` runs the file's own (scale) figures.
+    pub fn resolve(&self, profile: &str) -> Result<ResolvedScenario, ScenarioError> {
+        let o = match self.profiles.get(profile) {
+            Some(o) => o.clone(),
+            None if profile == "scale" => ProfileOverride::default(),
+            None => return Err(ScenarioError::NoProfile { scenario: self.name.clone(), profile: profile.into() }),
+        };
+        let factor = o.rate_factor.unwrap_or(1.0);
+        Ok(ResolvedScenario {
+            def: self.clone(),
+            profile: profile.to_string(),
+            duration: Duration::from_secs_f64(o.duration_s.unwrap_or(self.load.duration_s)),
+            users: o.users.or(self.load.users),
+            rates: self.requests.iter().map(|r| r.rate.unwrap_or(0.0) * factor).collect(),
+        })
+    }
+}
+
+/// Finite and > 0 (NaN is not).
+fn positive(v: f64) -> bool {
+    v.is_finite() && v > 0.0
+}
+
+/// Loads every `*.toml` in `dir`, sorted by name.
+pub fn load_dir(dir: &Path) -> Result<Vec<ScenarioDef>, ScenarioError> {
+    let rd = std::fs::read_dir(dir).map_err(|source| ScenarioError::Read { path: dir.to_path_buf(), source })?;
+    let mut paths: Vec<PathBuf> =
+        rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for p in paths {
+        let def = ScenarioDef::load(&p)?;
+        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        if stem != def.name {
+            return Err(def.invalid(format!("file {} must be named {}.toml", p.display(), def.name)));
+        }
+        out.push(def);
+    }
+    Ok(out)
+}
+
+/// Picks the scenarios named (all when `names` is empty), in the order given.
+pub fn select(all: &[ScenarioDef], names: &[String]) -> Result<Vec<ScenarioDef>, ScenarioError> {
+    if names.is_empty() {
+        return Ok(all.to_vec());
+    }
+    names
+        .iter()
+        .map(|n| all.iter().find(|d| &d.name == n).cloned().ok_or_else(|| ScenarioError::Unknown(n.clone())))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+name = "t"
+description = "d"
+[load]
+model = "open"
+duration_s = 10
+[[requests]]
+label = "a"
+method = "GET"
+path = "/health"
+expect = [200]
+rate = 10
+[[thresholds]]
+set = "seed"
+label = "a"
+metric = "p99"
+max = 100
+[profiles.smoke]
+duration_s = 2
+rate_factor = 0.5
+"#;
+
+    #[test]
+    fn a_profile_overrides_duration_and_scales_rates() {
+        let def = ScenarioDef::parse(MINIMAL, Path::new("t.toml")).unwrap();
+        let r = def.resolve("smoke").unwrap();
+        assert_eq!(r.duration, Duration::from_secs(2));
+        assert_eq!(r.rates, vec![5.0]);
+        assert_eq!(r.planned(0), 10);
+        assert!(def.resolve("ci").is_err());
+        assert_eq!(def.resolve("scale").unwrap().duration, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_threshold_on_an_unknown_label_is_rejected() {
+        let bad = MINIMAL.replace("label = \"a\"\nmetric", "label = \"b\"\nmetric");
+        assert!(ScenarioDef::parse(&bad, Path::new("t.toml")).is_err());
+    }
+
+    #[test]
+    fn the_shipped_scenarios_parse_and_have_every_profile() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let all = load_dir(&dir).unwrap();
+        let names: Vec<&str> = all.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["acme_burst", "agent_storm", "api", "bulk_renewal"]);
+        for d in &all {
+            for p in ["smoke", "ci", "scale"] {
+                d.resolve(p).unwrap();
+            }
+            assert!(d.thresholds.iter().any(|t| t.set == ThresholdSet::Seed), "{}", d.name);
+            assert!(d.thresholds.iter().any(|t| t.set == ThresholdSet::Target), "{}", d.name);
+        }
+    }
+}

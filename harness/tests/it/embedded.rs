@@ -1,0 +1,103 @@
+//! Embedded mode end to end: throw-away PostgreSQL, a real `certctl-server` process (built by
+//! `cargo build --workspace` / `cargo test --workspace`), fixtures, sampling, teardown.
+
+use crate::support;
+
+fn scenario(dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("probe.toml"),
+        r#"
+name = "probe"
+description = "health and readiness of the embedded server"
+fixtures = ["02_agent_fleet.sql"]
+[load]
+model = "open"
+duration_s = 2
+[[requests]]
+label = "ready"
+method = "GET"
+path = "/ready"
+expect = [200]
+rate = 50
+[[thresholds]]
+set = "seed"
+label = "ready"
+metric = "error_rate"
+max = 0.01
+[profiles.smoke]
+"#,
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_mode_starts_seeds_measures_and_tears_everything_down() {
+    let root = tempfile::tempdir().unwrap();
+    let sdir = root.path().join("scenarios");
+    scenario(&sdir);
+    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../seeds");
+    let out = root.path().join("run");
+    let o = {
+        let _g = support::lock().await;
+        certctl_loadtest::run_args([
+            "certctl-loadtest",
+            "run",
+            "--scenarios-dir",
+            sdir.to_str().unwrap(),
+            "--seeds-dir",
+            seeds.to_str().unwrap(),
+            "--agents",
+            "300",
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
+        .await
+    };
+    if o.message.contains("certctl-server binary not found") {
+        // Only `cargo test -p certctl-loadtest` skips building the server binary.
+        eprintln!("skipped: {}", o.message);
+        return;
+    }
+    assert_eq!(o.code, 0, "{}", o.message);
+    let s = support::summary(&out);
+    assert_eq!(s["mode"], "embedded");
+    assert!(s["postgres"]["version"].as_str().unwrap().contains("PostgreSQL"));
+    assert!(s["postgres"]["durability"].as_str().unwrap().starts_with("fast"));
+    assert_eq!(s["seeding"]["agents"], 300);
+    assert_eq!(s["server_settings"]["CERTCTL_KEYGEN_MODE"], "server");
+    let sc = &s["scenarios"][0];
+    assert!(sc["resources"]["peaks"]["rss_bytes"].as_u64().unwrap() > 0);
+    assert!(sc["resources"]["peaks"]["db_connections"].as_i64().unwrap() > 0);
+    assert!(
+        sc["pg_stat_statements"]["status"].as_str().unwrap().starts_with("available")
+            || sc["pg_stat_statements"]["status"].as_str().unwrap().starts_with("unavailable")
+    );
+    assert!(out.join("server.log").is_file());
+    assert!(out.join("probe-resources.png").is_file());
+    // Torn down: the server no longer answers.
+    let target = s["target"].as_str().unwrap();
+    let gone = reqwest::Client::new().get(format!("{target}/health")).send().await;
+    assert!(gone.is_err(), "server still answering at {target}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_server_binary_exits_2_and_says_how_to_build_it() {
+    let root = tempfile::tempdir().unwrap();
+    let sdir = root.path().join("scenarios");
+    scenario(&sdir);
+    let o = certctl_loadtest::run_args([
+        "certctl-loadtest",
+        "run",
+        "--scenarios-dir",
+        sdir.to_str().unwrap(),
+        "--server-bin",
+        "/nonexistent/certctl-server",
+        "--out",
+        root.path().join("run").to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(o.code, 2);
+    assert!(o.message.contains("cargo build --workspace"), "{}", o.message);
+}

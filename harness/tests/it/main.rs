@@ -1,0 +1,14 @@
+//! Integration tests of the harness, against an in-process axum target on port 0.
+//!
+//! One binary (see `harness/Cargo.toml`), modules by behaviour. Runs are serialised through
+//! [`support::run`], since goose keeps process-wide state (its Ctrl-C switch); the reference
+//! run shared by several tests is made once.
+
+mod support;
+
+mod artifacts;
+mod compare;
+mod embedded;
+mod exit_codes;
+mod measurement;
+mod seeds;

@@ -1,0 +1,186 @@
+//! Helpers: the axum target, scenario files, and a serialised `run`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio::sync::{Mutex, OnceCell};
+
+/// How the target behaves.
+#[derive(Debug, Default)]
+pub struct TargetState {
+    /// When the first `/ok` request arrived.
+    first: std::sync::Mutex<Option<Instant>>,
+    /// Stall window (offset from the first request, length), if any.
+    pub stall: Option<(Duration, Duration)>,
+    /// Requests served on `/ok`.
+    pub served: AtomicU64,
+}
+
+async fn ok(State(st): State<Arc<TargetState>>) -> (StatusCode, &'static str) {
+    st.served.fetch_add(1, Ordering::Relaxed);
+    let first = {
+        let mut f = st.first.lock().unwrap_or_else(|e| e.into_inner());
+        *f.get_or_insert_with(Instant::now)
+    };
+    if let Some((at, len)) = st.stall {
+        let (from, to) = (first + at, first + at + len);
+        let now = Instant::now();
+        // Every request arriving during the window waits until its end: a one-second stall.
+        if now >= from && now < to {
+            tokio::time::sleep_until(to.into()).await;
+        }
+    }
+    (StatusCode::OK, r#"{"ok": true}"#)
+}
+
+/// Starts the target on 127.0.0.1:0; returns its base URL and state.
+pub async fn target(stall: Option<(Duration, Duration)>) -> (String, Arc<TargetState>) {
+    let st = Arc::new(TargetState { stall, ..TargetState::default() });
+    let app = Router::new()
+        .route("/health", get(|| async { r#"{"status":"healthy"}"# }))
+        .route("/ok", get(ok))
+        .route("/fail", get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "boom") }))
+        .with_state(st.clone());
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (format!("http://{addr}"), st)
+}
+
+/// A scenario file: one open-model label on `path` at `rate` for `secs`, with optional users
+/// and thresholds (TOML fragments).
+pub fn scenario(dir: &Path, name: &str, path: &str, rate: f64, secs: f64, users: Option<usize>, thresholds: &str) {
+    let users = users.map(|u| format!("users = {u}\n")).unwrap_or_default();
+    let text = format!(
+        r#"
+name = "{name}"
+description = "test scenario"
+[load]
+model = "open"
+duration_s = {secs}
+[[requests]]
+label = "get"
+method = "GET"
+path = "{path}"
+expect = [200]
+rate = {rate}
+check_json_field = "ok"
+{thresholds}
+[profiles.smoke]
+duration_s = {secs}
+{users}"#
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.toml")), text).unwrap();
+}
+
+static LOCK: Mutex<()> = Mutex::const_new(());
+
+/// Serialises goose runs (goose keeps process-wide state).
+pub async fn lock() -> tokio::sync::MutexGuard<'static, ()> {
+    LOCK.lock().await
+}
+
+/// Runs `certctl-loadtest run` against `url` with scenario `name` from `dir`, writing to `out`.
+pub async fn run(url: &str, dir: &Path, name: &str, out: &Path) -> certctl_loadtest::Outcome {
+    run_with(url, dir, name, out, &[]).await
+}
+
+/// [`run`] with extra arguments.
+pub async fn run_with(url: &str, dir: &Path, name: &str, out: &Path, extra: &[&str]) -> certctl_loadtest::Outcome {
+    let _g = LOCK.lock().await;
+    let mut args: Vec<String> = [
+        "certctl-loadtest",
+        "run",
+        "--target",
+        url,
+        "--scenarios-dir",
+        dir.to_str().unwrap_or_default(),
+        "--seeds-dir",
+        dir.to_str().unwrap_or_default(),
+        "--scenario",
+        name,
+        "--out",
+        out.to_str().unwrap_or_default(),
+        "--quiet",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    certctl_loadtest::run_args(args).await
+}
+
+/// A closed-model scenario: `users` users run GET /ok then GET /health, pausing `pause_ms`.
+pub fn closed_scenario(dir: &Path, name: &str, users: usize, pause_ms: u64, secs: f64) {
+    let text = format!(
+        r#"
+name = "{name}"
+description = "closed test scenario"
+[load]
+model = "closed"
+duration_s = {secs}
+users = {users}
+pause_ms = {pause_ms}
+[[requests]]
+label = "first"
+method = "GET"
+path = "/ok"
+expect = [200]
+check_json_field = "ok"
+[[requests]]
+label = "second"
+method = "GET"
+path = "/health"
+expect = [200]
+[[thresholds]]
+set = "seed"
+label = "second"
+metric = "error_rate"
+max = 0
+[profiles.smoke]
+"#
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(format!("{name}.toml")), text).unwrap();
+}
+
+/// Reads a run's summary.json as JSON.
+pub fn summary(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+/// The reference run: 200 req/s for 5 s against a healthy target, made once and shared.
+pub async fn reference_run() -> PathBuf {
+    static RUN: OnceCell<PathBuf> = OnceCell::const_new();
+    RUN.get_or_init(|| async {
+        let root = tempfile::tempdir().unwrap().keep();
+        let (url, _st) = target(None).await;
+        let sdir = root.join("scenarios");
+        scenario(
+            &sdir,
+            "steady",
+            "/ok",
+            200.0,
+            5.0,
+            None,
+            "[[thresholds]]\nset = \"seed\"\nlabel = \"get\"\nmetric = \"p99\"\nmax = 10000\n\
+             [[thresholds]]\nset = \"target\"\nlabel = \"get\"\nmetric = \"p99\"\nmax = 0.001\n",
+        );
+        let out = root.join("run");
+        let o = run(&url, &sdir, "steady", &out).await;
+        assert_eq!(o.code, 0, "{}", o.message);
+        out
+    })
+    .await
+    .clone()
+}
