@@ -215,6 +215,17 @@ pub async fn new_order(State(state): State<AppState>, signed: Signed) -> Result<
             format!("at most {} names per order under profile '{}'", profile.max_sans, profile.id),
         ));
     }
+    // RFC 9773 §5: `replaces` names the certificate this order renews; it must be a valid certID.
+    if let Some(r) = payload.get("replaces") {
+        let id = r.as_str().ok_or_else(|| Problem::malformed("replaces must be a certID string"))?;
+        super::ari::parse_cert_id(id)?;
+    }
+    // The directory advertises exactly one profile (`meta.profiles`); naming another is an error.
+    if let Some(p) = payload.get("profile")
+        && p.as_str() != Some(profile.id.as_str())
+    {
+        return Err(Problem::malformed(format!("this directory serves only profile '{}'", profile.id)));
+    }
     let not_before = parse_time(payload.get("notBefore"), "notBefore")?;
     let not_after = parse_time(payload.get("notAfter"), "notAfter")?;
     check_profile_ready(&profile)?;

@@ -344,6 +344,10 @@ async fn hostile_requests_get_the_right_problem_never_a_500() {
     let r =
         post(&app, &pfx, &jose, &order_url, Some(&json!({"identifiers": [{"type": "ip", "value": "10.0.0.1"}]}))).await;
     assert_problem(r, 400, "unsupportedIdentifier").await;
+    let bad_replaces = json!({"identifiers": [{"type": "dns", "value": "a.example.com"}], "replaces": "not-a-cert-id"});
+    assert_problem(post(&app, &pfx, &jose, &order_url, Some(&bad_replaces)).await, 400, "malformed").await;
+    let other_profile = json!({"identifiers": [{"type": "dns", "value": "a.example.com"}], "profile": "prof-other"});
+    assert_problem(post(&app, &pfx, &jose, &order_url, Some(&other_profile)).await, 400, "malformed").await;
     // Someone else's order is invisible.
     let mut other = Jose::new();
     register(&app, &pfx, &mut other).await;
