@@ -41,8 +41,10 @@ pub struct Owner {
 #[serde(deny_unknown_fields)]
 pub struct CreateOwner {
     /// Optional client-chosen id (default `o-<uuid>`).
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$")]
     pub id: Option<String>,
     /// Unique name.
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     pub name: String,
     /// Email address.
     pub email: Option<String>,
@@ -55,6 +57,7 @@ pub struct CreateOwner {
 #[serde(deny_unknown_fields)]
 pub struct UpdateOwner {
     /// Unique name.
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     pub name: Option<String>,
     /// Email address.
     pub email: Option<String>,

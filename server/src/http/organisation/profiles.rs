@@ -66,8 +66,10 @@ pub struct Profile {
 #[serde(deny_unknown_fields)]
 pub struct ProfileBody {
     /// Optional client-chosen id on create (default `prof-<uuid>`); refused on update.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$")]
     pub id: Option<String>,
     /// Unique name (required on create).
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     pub name: Option<String>,
     /// Description.
     pub description: Option<String>,
@@ -78,14 +80,17 @@ pub struct ProfileBody {
     /// Default key algorithm.
     pub default_key_algorithm: Option<String>,
     /// Validity in days (> 0).
+    #[schema(minimum = 1)]
     pub validity_days: Option<i32>,
     /// Extended key usages.
     pub extended_key_usages: Option<Vec<String>>,
     /// Largest SAN count (> 0).
+    #[schema(minimum = 1)]
     pub max_sans: Option<i32>,
     /// Served over ACME.
     pub acme_enabled: Option<bool>,
     /// `challenge` or `trust_authenticated`.
+    #[schema(pattern = "^(challenge|trust_authenticated)$")]
     pub acme_auth_mode: Option<String>,
     /// Owner of ACME-issued certificates.
     pub acme_owner_id: Option<String>,

@@ -39,8 +39,10 @@ pub struct Team {
 #[serde(deny_unknown_fields)]
 pub struct CreateTeam {
     /// Optional client-chosen id (default `t-<uuid>`).
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$")]
     pub id: Option<String>,
     /// Unique name.
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     pub name: String,
     /// Description.
     pub description: Option<String>,
@@ -51,6 +53,7 @@ pub struct CreateTeam {
 #[serde(deny_unknown_fields)]
 pub struct UpdateTeam {
     /// Unique name.
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     pub name: Option<String>,
     /// Description.
     pub description: Option<String>,
