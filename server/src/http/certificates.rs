@@ -296,7 +296,7 @@ pub struct CreateCertificate {
     /// Deploying agent.
     pub agent_id: Option<String>,
     /// Labels (a JSON object).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub tags: Option<Value>,
 }
 
@@ -428,7 +428,7 @@ pub struct UpdateCertificate {
     /// Deploying agent.
     pub agent_id: Option<String>,
     /// Labels (a JSON object; replaces the old one).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub tags: Option<Value>,
 }
 
@@ -693,7 +693,11 @@ pub fn revocation_reason(reason: Option<&str>) -> Result<(&'static str, i32), Ap
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
-    /// RFC 5280 reason name (default `unspecified`).
+    /// RFC 5280 reason name (default `unspecified`; matched case-insensitively). The pattern
+    /// lists [`REVOCATION_REASONS`]; `revocation_reasons_use_rfc5280_names` keeps them equal.
+    #[schema(
+        pattern = "^(unspecified|keyCompromise|cACompromise|affiliationChanged|superseded|cessationOfOperation|certificateHold|removeFromCRL|privilegeWithdrawn|aACompromise)$"
+    )]
     pub reason: Option<String>,
 }
 
@@ -845,11 +849,10 @@ pub fn with_selector_rule(
 ) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
     use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Type};
     let text = || ObjectBuilder::new().schema_type(Type::String).min_length(Some(1));
-    let mut any = AnyOfBuilder::new().item(
-        ObjectBuilder::new()
-            .property("certificate_ids", ArrayBuilder::new().items(text()).min_items(Some(1)))
-            .required("certificate_ids"),
-    );
+    // An empty string inside `certificate_ids` is allowed: it is reported per id as "not found".
+    let ids = ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)).min_items(Some(1));
+    let mut any =
+        AnyOfBuilder::new().item(ObjectBuilder::new().property("certificate_ids", ids).required("certificate_ids"));
     for field in ["owner_id", "team_id", "issuer_id", "profile_id", "agent_id"] {
         any = any.item(ObjectBuilder::new().property(field, text()).required(field));
     }
@@ -973,7 +976,11 @@ pub struct BulkRevokeRequest {
     pub profile_id: Option<String>,
     /// Deploying agent.
     pub agent_id: Option<String>,
-    /// RFC 5280 reason name (default `unspecified`).
+    /// RFC 5280 reason name (default `unspecified`; matched case-insensitively). The pattern
+    /// lists [`REVOCATION_REASONS`]; `revocation_reasons_use_rfc5280_names` keeps them equal.
+    #[schema(
+        pattern = "^(unspecified|keyCompromise|cACompromise|affiliationChanged|superseded|cessationOfOperation|certificateHold|removeFromCRL|privilegeWithdrawn|aACompromise)$"
+    )]
     pub reason: Option<String>,
 }
 
@@ -1111,5 +1118,9 @@ mod tests {
         assert_eq!(revocation_reason(Some("keycompromise")).ok(), Some(("keyCompromise", 1)));
         assert_eq!(revocation_reason(None).ok(), Some(("unspecified", 0)));
         assert!(revocation_reason(Some("bored")).is_err());
+        let names: Vec<&str> = REVOCATION_REASONS.iter().map(|(n, _)| *n).collect();
+        let schema = serde_json::to_value(<RevokeRequest as utoipa::PartialSchema>::schema()).unwrap_or_default();
+        let pattern = schema["properties"]["reason"]["pattern"].as_str().unwrap_or_default().to_string();
+        assert_eq!(pattern, format!("^({})$", names.join("|")), "the documented pattern lists every reason");
     }
 }

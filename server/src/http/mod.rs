@@ -160,6 +160,14 @@ fn document_shared_failures(doc: &mut OpenApi, protected: bool) {
     }
 }
 
+/// The document's description: the rules that hold for every operation, which per-field
+/// schemas cannot state.
+const API_DESCRIPTION: &str = "Certificate lifecycle control plane.\n\n\
+Every failure answers the JSON envelope `{\"error\", \"message\", \"request_id\"}`. \
+Request bodies are JSON objects. Text (in the path, the query string or a body, including \
+object keys) must not contain NUL (U+0000, `%00`): PostgreSQL cannot store it, so it is a 400. \
+Integer fields take JSON integers (`90`, not `90.0`).";
+
 /// Joins the parts into the served document: bearer auth by default, public routes marked.
 fn assemble(mut protected: OpenApi, mut public: OpenApi, mut metrics: OpenApi, metrics_public: bool) -> OpenApi {
     mark_public(&mut public);
@@ -174,7 +182,7 @@ fn assemble(mut protected: OpenApi, mut public: OpenApi, mut metrics: OpenApi, m
             utoipa::openapi::InfoBuilder::new()
                 .title("certctl API")
                 .version(env!("CARGO_PKG_VERSION"))
-                .description(Some("Certificate lifecycle control plane"))
+                .description(Some(API_DESCRIPTION))
                 .build(),
         )
         .build();

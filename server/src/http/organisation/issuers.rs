@@ -60,7 +60,7 @@ pub struct CreateIssuer {
     #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     pub issuer_type: String,
     /// Type-specific settings (a JSON object).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
     /// Whether it issues (default true).
     pub enabled: Option<bool>,
@@ -77,7 +77,7 @@ pub struct UpdateIssuer {
     #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     pub name: Option<String>,
     /// Type-specific settings (a JSON object).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
     /// Whether it issues.
     pub enabled: Option<bool>,
