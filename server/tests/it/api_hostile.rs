@@ -255,3 +255,32 @@ async fn the_openapi_document_lists_the_failures_shared_layers_produce() {
     assert!(schemas["BulkSelector"]["allOf"][1]["anyOf"].is_array(), "{}", schemas["BulkSelector"]);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn extreme_numbers_in_jsonb_fields_read_back_instead_of_poisoning_the_row() {
+    let app = spawn_api(&[]).await;
+    // PostgreSQL stores a jsonb number as `numeric` and prints it in full (309 digits for one
+    // near f64::MAX). serde_json's default parser rounded that to infinity on the way back, so
+    // one stored tag made every later read of the row — and every list containing it — a 500.
+    let mut body = cert_body("extreme-numbers");
+    body["tags"] = json!({"big": 1.797_693_134_862_315_5e308, "tiny": -1.835_768_491_581_405_3e-270, "neg": -1.7e308});
+    let a = post(&app, "/api/v1/certificates", &body).await;
+    assert_eq!(a.status, 201, "{}", a.json);
+    let id = a.json["id"].as_str().unwrap_or_default().to_string();
+    let a = get(&app, &format!("/api/v1/certificates/{id}")).await;
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!(a.json["tags"], body["tags"]);
+    assert_eq!(get(&app, "/api/v1/certificates?per_page=500").await.status, 200);
+    let a = call(
+        &app,
+        Method::PUT,
+        "/api/v1/issuers/iss-local",
+        Some(ADMIN_KEY),
+        Some(&json!({"config": {"x": 1.797_693_134_862_315_5e308}})),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.json);
+    assert_eq!(get(&app, "/api/v1/issuers/iss-local").await.status, 200);
+    assert_eq!(get(&app, "/api/v1/issuers").await.status, 200);
+    app.stop().await;
+}
