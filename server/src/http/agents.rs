@@ -129,7 +129,11 @@ pub struct RegisterAgent {
     #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$")]
     pub id: Option<String>,
     /// Unique name.
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: String,
     /// Host name.
     pub hostname: Option<String>,
@@ -421,7 +425,11 @@ pub struct CsrSubmission {
     #[schema(pattern = "-----BEGIN CERTIFICATE REQUEST-----")]
     pub csr_pem: String,
     /// The certificate whose job awaits this CSR.
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub certificate_id: String,
 }
 

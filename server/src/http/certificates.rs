@@ -268,10 +268,18 @@ pub struct CreateCertificate {
     #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$")]
     pub id: Option<String>,
     /// Unique name.
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: String,
     /// Subject common name.
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub common_name: String,
     /// Subject alternative names.
     #[serde(default)]
@@ -279,16 +287,32 @@ pub struct CreateCertificate {
     /// Environment (default `production`).
     pub environment: Option<String>,
     /// Owner id.
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub owner_id: String,
     /// Team id.
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub team_id: String,
     /// Issuer id.
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub issuer_id: String,
     /// Renewal policy id.
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub renewal_policy_id: String,
     /// Profile id (`profile_id` accepted too).
     #[serde(alias = "profile_id")]
@@ -400,27 +424,55 @@ pub async fn get_one(
 #[serde(deny_unknown_fields)]
 pub struct UpdateCertificate {
     /// Unique name.
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: Option<String>,
     /// Subject common name.
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub common_name: Option<String>,
     /// Subject alternative names.
     pub sans: Option<Vec<String>>,
     /// Environment.
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub environment: Option<String>,
     /// Owner id.
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub owner_id: Option<String>,
     /// Team id.
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub team_id: Option<String>,
     /// Issuer id.
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub issuer_id: Option<String>,
     /// Renewal policy id.
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub renewal_policy_id: Option<String>,
     /// Profile id (`profile_id` accepted too).
     #[serde(alias = "profile_id")]
@@ -693,10 +745,10 @@ pub fn revocation_reason(reason: Option<&str>) -> Result<(&'static str, i32), Ap
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
-    /// RFC 5280 reason name (default `unspecified`; matched case-insensitively). The pattern
+    /// RFC 5280 reason name (empty or absent: `unspecified`; matched case-insensitively). The pattern
     /// lists [`REVOCATION_REASONS`]; `revocation_reasons_use_rfc5280_names` keeps them equal.
     #[schema(
-        pattern = "^(unspecified|keyCompromise|cACompromise|affiliationChanged|superseded|cessationOfOperation|certificateHold|removeFromCRL|privilegeWithdrawn|aACompromise)$"
+        pattern = "^(|unspecified|keyCompromise|cACompromise|affiliationChanged|superseded|cessationOfOperation|certificateHold|removeFromCRL|privilegeWithdrawn|aACompromise)$"
     )]
     pub reason: Option<String>,
 }
@@ -976,10 +1028,10 @@ pub struct BulkRevokeRequest {
     pub profile_id: Option<String>,
     /// Deploying agent.
     pub agent_id: Option<String>,
-    /// RFC 5280 reason name (default `unspecified`; matched case-insensitively). The pattern
+    /// RFC 5280 reason name (empty or absent: `unspecified`; matched case-insensitively). The pattern
     /// lists [`REVOCATION_REASONS`]; `revocation_reasons_use_rfc5280_names` keeps them equal.
     #[schema(
-        pattern = "^(unspecified|keyCompromise|cACompromise|affiliationChanged|superseded|cessationOfOperation|certificateHold|removeFromCRL|privilegeWithdrawn|aACompromise)$"
+        pattern = "^(|unspecified|keyCompromise|cACompromise|affiliationChanged|superseded|cessationOfOperation|certificateHold|removeFromCRL|privilegeWithdrawn|aACompromise)$"
     )]
     pub reason: Option<String>,
 }
@@ -1121,6 +1173,6 @@ mod tests {
         let names: Vec<&str> = REVOCATION_REASONS.iter().map(|(n, _)| *n).collect();
         let schema = serde_json::to_value(<RevokeRequest as utoipa::PartialSchema>::schema()).unwrap_or_default();
         let pattern = schema["properties"]["reason"]["pattern"].as_str().unwrap_or_default().to_string();
-        assert_eq!(pattern, format!("^({})$", names.join("|")), "the documented pattern lists every reason");
+        assert_eq!(pattern, format!("^(|{})$", names.join("|")), "the documented pattern lists every reason");
     }
 }

@@ -116,6 +116,24 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4())
 }
 
+/// The characters `str::trim` strips (Unicode `White_Space`), as inclusive ranges. Text fields
+/// document "not blank" as the pattern `[^<these>]` (one character outside the set), spelled
+/// out because a regex `\S` disagrees with Rust at U+0085 and U+FEFF;
+/// `text_pattern_matches_trim` keeps the set, `trim` and the schemas' literal in step.
+pub const WHITESPACE: &[(char, char)] = &[
+    ('\t', '\r'),
+    (' ', ' '),
+    ('\u{85}', '\u{85}'),
+    ('\u{a0}', '\u{a0}'),
+    ('\u{1680}', '\u{1680}'),
+    ('\u{2000}', '\u{200a}'),
+    ('\u{2028}', '\u{2028}'),
+    ('\u{2029}', '\u{2029}'),
+    ('\u{202f}', '\u{202f}'),
+    ('\u{205f}', '\u{205f}'),
+    ('\u{3000}', '\u{3000}'),
+];
+
 /// 400 unless `value` has visible content and is at most 255 characters.
 pub fn require_text(field: &str, value: &str) -> Result<(), ApiError> {
     if value.trim().is_empty() {
@@ -284,6 +302,41 @@ mod tests {
         assert_eq!(MAX_PAGE, 18_446_744_073_709_552);
         assert!(Page::from_query(Some(MAX_PAGE + 1), Some(1)).is_err());
         assert_eq!(Page::from_query(Some(3), Some(10)).map(|p| p.offset()).ok(), Some(20));
+    }
+
+    #[test]
+    fn text_pattern_matches_trim() {
+        for c in (0..=0x10FFFF_u32).filter_map(char::from_u32) {
+            let listed = WHITESPACE.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c));
+            assert_eq!(listed, c.is_whitespace(), "U+{:04X}", c as u32);
+        }
+        // The literal in the text fields' `#[schema(pattern = …)]`, rebuilt from the set.
+        let class: String = WHITESPACE
+            .iter()
+            .map(|(lo, hi)| {
+                let esc = |c: char| match c {
+                    '\t' => r"\t".to_string(),
+                    '\n' => r"\n".to_string(),
+                    '\u{b}' => r"\u000b".to_string(),
+                    '\u{c}' => r"\f".to_string(),
+                    '\r' => r"\r".to_string(),
+                    ' ' => " ".to_string(),
+                    c => format!("\\u{:04x}", c as u32),
+                };
+                if lo == hi {
+                    esc(*lo)
+                } else if *lo == '\t' {
+                    // \t..\r is spelled out one by one: \t \n \u000b \f \r.
+                    ['\t', '\n', '\u{b}', '\u{c}', '\r'].into_iter().map(esc).collect()
+                } else {
+                    format!("{}-{}", esc(*lo), esc(*hi))
+                }
+            })
+            .collect();
+        let schema =
+            serde_json::to_value(<super::super::organisation::teams::CreateTeam as utoipa::PartialSchema>::schema())
+                .unwrap_or_default();
+        assert_eq!(schema["properties"]["name"]["pattern"].as_str(), Some(format!("[^{class}]").as_str()));
     }
 
     #[test]

@@ -53,11 +53,19 @@ pub struct CreateIssuer {
     #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$")]
     pub id: Option<String>,
     /// Unique name.
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: String,
     /// Type, e.g. `GenericCA`.
     #[serde(rename = "type")]
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub issuer_type: String,
     /// Type-specific settings (a JSON object).
     #[schema(value_type = Option<Object>)]
@@ -74,7 +82,11 @@ pub struct CreateIssuer {
 #[serde(deny_unknown_fields)]
 pub struct UpdateIssuer {
     /// Unique name.
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: Option<String>,
     /// Type-specific settings (a JSON object).
     #[schema(value_type = Option<Object>)]

@@ -68,7 +68,11 @@ pub struct CreateProfile {
     #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$")]
     pub id: Option<String>,
     /// Unique name.
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: String,
     /// Description.
     pub description: Option<String>,
@@ -105,7 +109,11 @@ pub struct CreateProfile {
 #[serde(deny_unknown_fields)]
 pub struct UpdateProfile {
     /// Unique name.
-    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: Option<String>,
     /// Description.
     pub description: Option<String>,
