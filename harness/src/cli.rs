@@ -290,6 +290,17 @@ impl RunPlan {
             (Mode::Embedded { .. }, None) => Some(format!("loadtest-{:032x}", rand::random::<u128>())),
             (Mode::External { .. }, None) => None,
         };
+        // A scenario that authenticates with the admin key cannot run without one: say so now
+        // rather than measure a run full of 401s.
+        if api_key.is_none()
+            && let Some(sc) =
+                scenarios.iter().find(|s| s.def.requests.iter().any(|r| r.auth == crate::scenario::Auth::ApiKey))
+        {
+            return Err(HarnessError::Config(format!(
+                "scenario {} needs an admin API key in external mode: pass --api-key (or CERTCTL_LOADTEST_API_KEY)",
+                sc.def.name
+            )));
+        }
         let mut fixtures: Vec<String> = if args.no_seed {
             Vec::new()
         } else {

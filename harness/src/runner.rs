@@ -365,12 +365,19 @@ async fn run_one(
         };
         counters_before.insert(m.name.clone(), v);
     }
-    let sampler = sampler::Sampler::start(target.server_pid, pool.cloned(), Instant::now());
+    let sampled_from = Instant::now();
+    let sampler = sampler::Sampler::start(target.server_pid, pool.cloned(), sampled_from);
     let t = Instant::now();
     let run = engine::run_scenario(sc, cfg).await;
     let wall = t.elapsed();
-    let samples = sampler.stop().await;
+    let mut samples = sampler.stop().await;
     let run = run?;
+    // Sampling starts before goose launches its users; shift the samples onto the scenario's
+    // time zero so they line up with the latency intervals (launch-time samples go negative).
+    let shift = run.t0.saturating_duration_since(sampled_from).as_secs_f64();
+    for s in &mut samples {
+        s.t_s -= shift;
+    }
     let mut db_metrics = BTreeMap::new();
     for m in &def.db_metrics {
         let after = match pool {

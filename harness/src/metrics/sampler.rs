@@ -13,7 +13,7 @@ use sqlx::PgPool;
 /// One sample.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
-    /// Seconds since the scenario started.
+    /// Seconds since the scenario's time zero (negative while goose launches its users).
     pub t_s: f64,
     /// Server resident set size in bytes.
     pub rss_bytes: Option<u64>,

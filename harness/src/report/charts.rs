@@ -325,6 +325,7 @@ fn resources(root: DrawingArea<DynBackend<'_>, Shift>, sc: &ScenarioSummary) -> 
     let (top, bottom) = root.split_vertically(300);
     let samples = &sc.resources.samples;
     let tmax = samples.iter().map(|s| s.t_s).fold(1.0f64, f64::max);
+    let tmin = samples.iter().map(|s| s.t_s).fold(0.0f64, f64::min);
     let rss: Vec<(f64, f64)> =
         samples.iter().filter_map(|s| s.rss_bytes.map(|r| (s.t_s, r as f64 / 1048576.0))).collect();
     let cpu: Vec<(f64, f64)> = samples.iter().filter_map(|s| s.cpu_percent.map(|c| (s.t_s, c))).collect();
@@ -335,7 +336,7 @@ fn resources(root: DrawingArea<DynBackend<'_>, Shift>, sc: &ScenarioSummary) -> 
         .margin(12)
         .x_label_area_size(30)
         .y_label_area_size(70)
-        .build_cartesian_2d(0f64..tmax, 0f64..rmax)
+        .build_cartesian_2d(tmin..tmax, 0f64..rmax)
         .map_err(e)?;
     chart.configure_mesh().y_desc("RSS (MiB)").label_style(("sans-serif", 13)).draw().map_err(e)?;
     chart.draw_series(LineSeries::new(rss, PALETTE[0].stroke_width(2))).map_err(e)?;
@@ -344,7 +345,7 @@ fn resources(root: DrawingArea<DynBackend<'_>, Shift>, sc: &ScenarioSummary) -> 
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(0f64..tmax, 0f64..cmax)
+        .build_cartesian_2d(tmin..tmax, 0f64..cmax)
         .map_err(e)?;
     chart
         .configure_mesh()

@@ -71,6 +71,8 @@ pub struct ScenarioRun {
     pub started_at: SystemTime,
     /// Time from time zero to the last request's end.
     pub elapsed: Duration,
+    /// Time zero (monotonic), to align other samples with the intervals.
+    pub t0: Instant,
     /// Whether Ctrl-C cut it short.
     pub cancelled: bool,
 }
@@ -250,6 +252,7 @@ pub async fn run_scenario(sc: &ResolvedScenario, cfg: &EngineConfig) -> Result<S
         schedule,
         started_at,
         elapsed,
+        t0,
         cancelled: cfg.cancel.load(Ordering::Relaxed),
     })
 }
