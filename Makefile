@@ -13,7 +13,7 @@ deps:
 
 ## Main job: certctl-server against a throw-away PostgreSQL with the demo seed (Ctrl-C stops it).
 run: deps
-	$(CARGO) build --workspace --locked
+	$(CARGO) build --workspace --all-targets --locked
 	./target/debug/certctl-dev
 
 ## All tests: unit + integration against a real throw-away PostgreSQL.
@@ -23,7 +23,7 @@ test: deps
 ## ACME interoperability end to end: lego (Debian package) obtains and revokes certificates
 ## (http-01 on loopback) against certctl-dev. Installs lego when missing (root + apt).
 acme-e2e: deps
-	$(CARGO) build --workspace --locked
+	$(CARGO) build --workspace --all-targets --locked
 	bash scripts/acme-e2e.sh
 
 ## fmt + clippy, as CI runs them.
@@ -35,7 +35,7 @@ fmt:
 	$(CARGO) fmt --all
 
 build:
-	$(CARGO) build --workspace --locked
+	$(CARGO) build --workspace --all-targets --locked
 
 clean:
 	$(CARGO) clean

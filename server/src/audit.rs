@@ -44,6 +44,49 @@ pub struct AuditEvent {
     pub created_at: DateTime<Utc>,
 }
 
+/// Longest text kept in one audit field, in characters; longer values (a hostile 60 KiB path
+/// id) are cut so one request cannot bloat the append-only table.
+const MAX_FIELD_CHARS: usize = 512;
+
+/// `s` as PostgreSQL `text` can store it: U+0000 replaced by U+FFFD, cut to [`MAX_FIELD_CHARS`].
+fn storable_text(s: String) -> String {
+    let s = if s.contains('\0') { s.replace('\0', "\u{FFFD}") } else { s };
+    match s.char_indices().nth(MAX_FIELD_CHARS) {
+        Some((cut, _)) => s[..cut].to_string(),
+        None => s,
+    }
+}
+
+/// `v` with every string and key made storable (`jsonb` refuses `\u0000` as well).
+fn storable_json(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Value::String(storable_text(s)),
+        Value::Array(items) => Value::Array(items.into_iter().map(storable_json).collect()),
+        Value::Object(map) => {
+            Value::Object(map.into_iter().map(|(k, v)| (storable_text(k), storable_json(v))).collect())
+        }
+        other => other,
+    }
+}
+
+impl AuditEvent {
+    /// The event with every text field made storable. Events come from requests, and a single
+    /// unstorable row would fail its whole batch on every retry, stalling the audit trail.
+    fn storable(self) -> Self {
+        AuditEvent {
+            actor: storable_text(self.actor),
+            actor_type: storable_text(self.actor_type),
+            action: storable_text(self.action),
+            resource_type: storable_text(self.resource_type),
+            resource_id: storable_text(self.resource_id),
+            details: storable_json(self.details),
+            request_id: storable_text(self.request_id),
+            created_at: self.created_at,
+        }
+    }
+}
+
 enum Msg {
     Event(Box<AuditEvent>),
     Flush(oneshot::Sender<()>),
@@ -66,7 +109,7 @@ impl AuditSink {
 
     /// Queues one event. Returns at once unless the channel is full.
     pub async fn record(&self, event: AuditEvent) {
-        if self.tx.send(Msg::Event(Box::new(event))).await.is_err() {
+        if self.tx.send(Msg::Event(Box::new(event.storable()))).await.is_err() {
             tracing::error!("audit writer has stopped; event lost");
         }
     }
@@ -135,6 +178,17 @@ async fn write(pool: &PgPool, buf: &mut Vec<AuditEvent>) {
             Ok(()) => {
                 buf.drain(..n);
             }
+            Err(e) if is_data_error(&e) => {
+                // Some row of this chunk can never be stored (it is not the database being
+                // down): write the rows one by one and drop only the offending ones, instead of
+                // retrying the same failing chunk forever while the buffer grows behind it.
+                tracing::error!(error = %e, rows = n, "audit batch holds an unstorable row; writing rows singly");
+                for row in buf.drain(..n).collect::<Vec<_>>() {
+                    if let Err(e) = insert_batch(pool, std::slice::from_ref(&row)).await {
+                        tracing::error!(error = %e, action = %row.action, request_id = %row.request_id, "audit row dropped");
+                    }
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, rows = buf.len(), "writing audit rows failed; will retry");
                 if buf.len() > MAX_RETAINED {
@@ -146,6 +200,12 @@ async fn write(pool: &PgPool, buf: &mut Vec<AuditEvent>) {
             }
         }
     }
+}
+
+/// A PostgreSQL data exception (SQLSTATE class 22) or constraint violation (class 23): the
+/// rows themselves are at fault, so retrying the same statement cannot succeed.
+fn is_data_error(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23")))
 }
 
 /// One multi-row INSERT: each column travels as one array parameter.

@@ -357,38 +357,58 @@ pub fn router(state: AppState) -> Router<AppState> {
     r.layer(axum::middleware::from_fn_with_state(state, middleware))
 }
 
-/// What [`gc`] removed.
+/// How long an order that ended without a certificate stays readable after its expiry before
+/// GC deletes it: long enough for a client polling it to see the final `invalid` status.
+pub const EXPIRED_ORDER_RETENTION: chrono::Duration = chrono::Duration::days(7);
+
+/// What one [`gc`] pass did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct GcReport {
     /// Expired nonces deleted.
     pub nonces: u64,
-    /// Expired, never-completed orders deleted (with their authorizations and challenges).
-    pub orders: u64,
-    /// Authorizations of surviving orders marked `expired`.
-    pub authorizations: u64,
+    /// Pending/ready orders past `expires_at` marked `invalid` (RFC 8555 §7.1.6).
+    pub orders_expired: u64,
+    /// Pending authorizations past `expires_at` marked `expired` (RFC 8555 §7.1.6).
+    pub authorizations_expired: u64,
+    /// Orders that ended without a certificate and expired more than
+    /// [`EXPIRED_ORDER_RETENTION`] ago, deleted with their authorizations and challenges.
+    pub orders_deleted: u64,
 }
 
-/// Garbage-collects ACME state as of `now` (run by the scheduler's ACME GC loop, contract §6):
-/// expired nonces; expired orders that never became `valid` (authorizations and challenges go
-/// with them by `ON DELETE CASCADE`); pending authorizations past their expiry become `expired`.
-/// Valid orders stay: they link certificates to accounts (download, revocation).
+/// Garbage-collects ACME state as of `now` (the scheduler's ACME GC loop, contract §6). Safe on
+/// every replica at once: each statement is set-based and idempotent.
+/// - expired nonces are deleted;
+/// - pending authorizations and pending/ready orders past their expiry are marked `expired` /
+///   `invalid` (kept, so a client polling them sees the final status);
+/// - orders that never became `valid` are deleted [`EXPIRED_ORDER_RETENTION`] after expiring
+///   (their authorizations and challenges go with them by `ON DELETE CASCADE`), so abandoned
+///   orders do not pile up. Valid orders stay: they link certificates to accounts.
 pub async fn gc(pool: &PgPool, now: DateTime<Utc>) -> Result<GcReport, sqlx::Error> {
     let nonces = sqlx::query("DELETE FROM acme_nonces WHERE expires_at <= $1").bind(now).execute(pool).await?;
-    let orders = sqlx::query("DELETE FROM acme_orders WHERE expires_at <= $1 AND status <> 'valid'")
-        .bind(now)
-        .execute(pool)
-        .await?;
     let authz = sqlx::query(
-        "UPDATE acme_authorizations SET status = 'expired', updated_at = now()
-          WHERE expires_at <= $1 AND status = 'pending'",
+        "UPDATE acme_authorizations SET status = 'expired', updated_at = $1 WHERE status = 'pending' AND expires_at <= $1",
     )
     .bind(now)
     .execute(pool)
     .await?;
+    let expired = sqlx::query(
+        "UPDATE acme_orders SET status = 'invalid', updated_at = $1, \
+                error = COALESCE(error, jsonb_build_object('type', 'urn:ietf:params:acme:error:malformed', \
+                                                           'detail', 'order expired before it was finalized')) \
+          WHERE status IN ('pending', 'ready') AND expires_at <= $1",
+    )
+    .bind(now)
+    .execute(pool)
+    .await?;
+    let deleted = sqlx::query("DELETE FROM acme_orders WHERE status = 'invalid' AND expires_at <= $1")
+        .bind(now - EXPIRED_ORDER_RETENTION)
+        .execute(pool)
+        .await?;
     Ok(GcReport {
         nonces: nonces.rows_affected(),
-        orders: orders.rows_affected(),
-        authorizations: authz.rows_affected(),
+        orders_expired: expired.rows_affected(),
+        authorizations_expired: authz.rows_affected(),
+        orders_deleted: deleted.rows_affected(),
     })
 }
 

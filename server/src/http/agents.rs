@@ -23,7 +23,8 @@ use super::audit::created;
 use super::auth::{Caller, credential_hash};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::extract::{
-    AGENT_STATUSES, JOB_STATUSES, OptionalJson, Page, Paged, new_id, require_id, require_one_of, require_text,
+    AGENT_STATUSES, AgentStatus, JOB_STATUSES, JobStatus, OptionalJson, Page, Paged, new_id, require_id,
+    require_one_of, require_text,
 };
 use super::jobs::{JOB_COLS, Job};
 use crate::AppState;
@@ -72,10 +73,13 @@ pub struct Agent {
 #[into_params(parameter_in = Query)]
 pub struct AgentQuery {
     /// Page number (1).
+    #[param(minimum = 1, maximum = 18446744073709552.0)]
     pub page: Option<i64>,
     /// Page size (50, max 500).
+    #[param(minimum = 1, maximum = 500)]
     pub per_page: Option<i64>,
     /// Online, Offline or Degraded.
+    #[param(value_type = Option<AgentStatus>, inline)]
     pub status: Option<String>,
     /// `true`: only retired agents; `false`: only active ones; absent: all.
     pub retired: Option<bool>,
@@ -122,8 +126,14 @@ pub async fn list(
 #[serde(deny_unknown_fields)]
 pub struct RegisterAgent {
     /// Optional client-chosen id (default `agent-<uuid>`).
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$")]
     pub id: Option<String>,
     /// Unique name.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: String,
     /// Host name.
     pub hostname: Option<String>,
@@ -412,8 +422,14 @@ pub async fn work(
 #[serde(deny_unknown_fields)]
 pub struct CsrSubmission {
     /// PKCS#10 CSR, PEM.
+    #[schema(pattern = "-----BEGIN CERTIFICATE REQUEST-----")]
     pub csr_pem: String,
     /// The certificate whose job awaits this CSR.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub certificate_id: String,
 }
 
@@ -461,6 +477,7 @@ pub struct AgentJobPath {
 #[serde(deny_unknown_fields)]
 pub struct JobStatusReport {
     /// A job status: Pending, AwaitingCSR, AwaitingApproval, Running, Completed, Failed or Cancelled.
+    #[schema(value_type = JobStatus, inline)]
     pub status: String,
     /// Failure detail (`message` accepted too).
     #[serde(alias = "message")]

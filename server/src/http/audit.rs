@@ -117,8 +117,10 @@ pub struct AuditRow {
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// Page number (1).
+    #[param(minimum = 1, maximum = 18446744073709552.0)]
     pub page: Option<i64>,
     /// Page size (50, max 500).
+    #[param(minimum = 1, maximum = 500)]
     pub per_page: Option<i64>,
     /// Exact actor.
     pub actor: Option<String>,

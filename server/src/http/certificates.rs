@@ -24,7 +24,8 @@ use super::audit::created;
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::extract::{
-    CERTIFICATE_STATUSES, MAX_PER_PAGE, OptionalJson, Page, Paged, new_id, require_id, require_one_of, require_text,
+    CERTIFICATE_STATUSES, CertificateStatus, MAX_PER_PAGE, OptionalJson, Page, Paged, new_id, require_id,
+    require_one_of, require_text,
 };
 use crate::AppState;
 
@@ -89,17 +90,22 @@ pub struct Certificate {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Offset mode: page number (1).
+    #[param(minimum = 1, maximum = 18446744073709552.0)]
     pub page: Option<i64>,
     /// Offset mode: page size (50, max 500).
+    #[param(minimum = 1, maximum = 500)]
     pub per_page: Option<i64>,
     /// Offset mode: sort column, `-` prefix for descending (name, common_name, status,
     /// environment, expires_at, created_at, updated_at).
+    #[param(pattern = "^[-+]?(name|common_name|status|environment|expires_at|created_at|updated_at)$")]
     pub sort: Option<String>,
     /// Keyset mode: the opaque `next_cursor` of the previous page (empty or absent: first page).
     pub cursor: Option<String>,
     /// Keyset mode: page size (50, max 500).
+    #[param(minimum = 1, maximum = 500)]
     pub page_size: Option<i64>,
     /// Exact status.
+    #[param(value_type = Option<CertificateStatus>, inline)]
     pub status: Option<String>,
     /// Exact environment.
     pub environment: Option<String>,
@@ -129,6 +135,18 @@ pub struct CursorPage<T> {
 }
 
 const SORTABLE: &[&str] = &["name", "common_name", "status", "environment", "expires_at", "created_at", "updated_at"];
+
+/// Answer of `GET /api/v1/certificates`: an offset page, or a keyset page when `cursor` or
+/// `page_size` was given. Untagged, so the JSON is exactly one of the two envelopes and the
+/// OpenAPI document says `oneOf` them.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum CertificateList {
+    /// `{"data", "total", "page", "per_page"}`.
+    Offset(Paged<Certificate>),
+    /// `{"data", "next_cursor", "page_size"}`.
+    Keyset(CursorPage<Certificate>),
+}
 
 /// `ORDER BY` for `sort`; only whitelisted column names ever reach the SQL text.
 fn order_by(sort: Option<&str>) -> Result<String, ApiError> {
@@ -193,19 +211,19 @@ fn push_filters(qb: &mut QueryBuilder<Postgres>, q: &ListQuery) {
 /// Lists certificates: offset pages (`{"data","total","page","per_page"}`) or, with `cursor` /
 /// `page_size`, keyset pages (`{"data","next_cursor","page_size"}`).
 #[utoipa::path(get, path = "/api/v1/certificates", tag = "certificates", params(ListQuery),
-    responses((status = 200, description = "a page of certificates (offset mode; keyset mode answers CursorPage)", body = Paged<Certificate>),
-              (status = 400, description = "bad filter, sort, page or cursor", body = ErrorBody)))]
+    responses((status = 200, description = "a page of certificates: offset envelope, or keyset envelope with cursor/page_size", body = CertificateList),
+              (status = 400, description = "bad filter, sort, page or cursor; cursor/page_size combined with page/per_page/sort", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     _caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<ApiJson<CertificateList>, ApiError> {
     validate_filters(&q)?;
     if q.cursor.is_some() || q.page_size.is_some() {
         if q.page.is_some() || q.per_page.is_some() || q.sort.is_some() {
             return Err(ApiError::BadRequest("cursor/page_size cannot be combined with page, per_page or sort".into()));
         }
-        return list_keyset(&state, &q).await.map(IntoResponse::into_response);
+        return list_keyset(&state, &q).await.map(|ApiJson(page)| ApiJson(CertificateList::Keyset(page)));
     }
     let page = Page::from_query(q.page, q.per_page)?;
     let order = order_by(q.sort.as_deref())?;
@@ -216,7 +234,7 @@ pub async fn list(
     push_filters(&mut qb, &q);
     qb.push(format!(" ORDER BY {order} LIMIT ")).push_bind(page.per_page).push(" OFFSET ").push_bind(page.offset());
     let rows = qb.build_query_as::<Certificate>().fetch_all(&state.pool).await?;
-    Ok(ApiJson(Paged::new(rows, total, page)).into_response())
+    Ok(ApiJson(CertificateList::Offset(Paged::new(rows, total, page))))
 }
 
 async fn list_keyset(state: &AppState, q: &ListQuery) -> Result<ApiJson<CursorPage<Certificate>>, ApiError> {
@@ -247,10 +265,21 @@ async fn list_keyset(state: &AppState, q: &ListQuery) -> Result<ApiJson<CursorPa
 #[serde(deny_unknown_fields)]
 pub struct CreateCertificate {
     /// Optional client-chosen id (default `mc-<uuid>`).
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$")]
     pub id: Option<String>,
     /// Unique name.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: String,
     /// Subject common name.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub common_name: String,
     /// Subject alternative names.
     #[serde(default)]
@@ -258,12 +287,32 @@ pub struct CreateCertificate {
     /// Environment (default `production`).
     pub environment: Option<String>,
     /// Owner id.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub owner_id: String,
     /// Team id.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub team_id: String,
     /// Issuer id.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub issuer_id: String,
     /// Renewal policy id.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub renewal_policy_id: String,
     /// Profile id (`profile_id` accepted too).
     #[serde(alias = "profile_id")]
@@ -271,7 +320,7 @@ pub struct CreateCertificate {
     /// Deploying agent.
     pub agent_id: Option<String>,
     /// Labels (a JSON object).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub tags: Option<Value>,
 }
 
@@ -375,20 +424,55 @@ pub async fn get_one(
 #[serde(deny_unknown_fields)]
 pub struct UpdateCertificate {
     /// Unique name.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: Option<String>,
     /// Subject common name.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub common_name: Option<String>,
     /// Subject alternative names.
     pub sans: Option<Vec<String>>,
     /// Environment.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub environment: Option<String>,
     /// Owner id.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub owner_id: Option<String>,
     /// Team id.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub team_id: Option<String>,
     /// Issuer id.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub issuer_id: Option<String>,
     /// Renewal policy id.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub renewal_policy_id: Option<String>,
     /// Profile id (`profile_id` accepted too).
     #[serde(alias = "profile_id")]
@@ -396,7 +480,7 @@ pub struct UpdateCertificate {
     /// Deploying agent.
     pub agent_id: Option<String>,
     /// Labels (a JSON object; replaces the old one).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub tags: Option<Value>,
 }
 
@@ -519,8 +603,10 @@ pub struct CertificateVersion {
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Page number (1).
+    #[param(minimum = 1, maximum = 18446744073709552.0)]
     pub page: Option<i64>,
     /// Page size (50, max 500).
+    #[param(minimum = 1, maximum = 500)]
     pub per_page: Option<i64>,
 }
 
@@ -659,7 +745,11 @@ pub fn revocation_reason(reason: Option<&str>) -> Result<(&'static str, i32), Ap
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
-    /// RFC 5280 reason name (default `unspecified`).
+    /// RFC 5280 reason name (empty or absent: `unspecified`; matched case-insensitively). The pattern
+    /// lists [`REVOCATION_REASONS`]; `revocation_reasons_use_rfc5280_names` keeps them equal.
+    #[schema(
+        pattern = "^(|unspecified|keyCompromise|cACompromise|affiliationChanged|superseded|cessationOfOperation|certificateHold|removeFromCRL|privilegeWithdrawn|aACompromise)$"
+    )]
     pub reason: Option<String>,
 }
 
@@ -799,6 +889,28 @@ impl BulkSelector {
     }
 }
 
+/// Names of the component schemas whose objects need at least one selector.
+pub const SELECTOR_SCHEMAS: &[&str] = &["BulkSelector", "BulkRevokeRequest"];
+
+/// `schema` plus the rule [`BulkSelector::validate`] enforces, which field attributes cannot
+/// express: `allOf [schema, anyOf [one branch per selector]]`, where a branch requires its
+/// field to be present, non-null and non-empty. Without it the document would call `{}` (or
+/// all-null selectors) valid while the server answers 400.
+pub fn with_selector_rule(
+    schema: utoipa::openapi::RefOr<utoipa::openapi::Schema>,
+) -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    use utoipa::openapi::schema::{AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Type};
+    let text = || ObjectBuilder::new().schema_type(Type::String).min_length(Some(1));
+    // An empty string inside `certificate_ids` is allowed: it is reported per id as "not found".
+    let ids = ArrayBuilder::new().items(ObjectBuilder::new().schema_type(Type::String)).min_items(Some(1));
+    let mut any =
+        AnyOfBuilder::new().item(ObjectBuilder::new().property("certificate_ids", ids).required("certificate_ids"));
+    for field in ["owner_id", "team_id", "issuer_id", "profile_id", "agent_id"] {
+        any = any.item(ObjectBuilder::new().property(field, text()).required(field));
+    }
+    AllOfBuilder::new().item(schema).item(any).into()
+}
+
 /// One result row of a bulk statement: `(kind, certificate_id, job_id, count)` where kind is
 /// `summary`, `enqueued`, `revoked` or `missing`.
 type BulkRow = (String, Option<String>, Option<String>, Option<i64>);
@@ -916,7 +1028,11 @@ pub struct BulkRevokeRequest {
     pub profile_id: Option<String>,
     /// Deploying agent.
     pub agent_id: Option<String>,
-    /// RFC 5280 reason name (default `unspecified`).
+    /// RFC 5280 reason name (empty or absent: `unspecified`; matched case-insensitively). The pattern
+    /// lists [`REVOCATION_REASONS`]; `revocation_reasons_use_rfc5280_names` keeps them equal.
+    #[schema(
+        pattern = "^(|unspecified|keyCompromise|cACompromise|affiliationChanged|superseded|cessationOfOperation|certificateHold|removeFromCRL|privilegeWithdrawn|aACompromise)$"
+    )]
     pub reason: Option<String>,
 }
 
@@ -1054,5 +1170,9 @@ mod tests {
         assert_eq!(revocation_reason(Some("keycompromise")).ok(), Some(("keyCompromise", 1)));
         assert_eq!(revocation_reason(None).ok(), Some(("unspecified", 0)));
         assert!(revocation_reason(Some("bored")).is_err());
+        let names: Vec<&str> = REVOCATION_REASONS.iter().map(|(n, _)| *n).collect();
+        let schema = serde_json::to_value(<RevokeRequest as utoipa::PartialSchema>::schema()).unwrap_or_default();
+        let pattern = schema["properties"]["reason"]["pattern"].as_str().unwrap_or_default().to_string();
+        assert_eq!(pattern, format!("^(|{})$", names.join("|")), "the documented pattern lists every reason");
     }
 }

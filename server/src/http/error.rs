@@ -7,10 +7,11 @@
 //! or query string gets the same envelope.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -92,9 +93,10 @@ impl ApiError {
         }
     }
 
-    /// Shorthand for a 404 naming the resource.
+    /// Shorthand for a 404 naming the resource. A hostile id of many kilobytes is cut short in
+    /// the message so the error body stays small.
     pub fn not_found(kind: &str, id: &str) -> Self {
-        ApiError::NotFound(format!("{kind} '{id}' not found"))
+        ApiError::NotFound(format!("{kind} '{}' not found", shorten(id)))
     }
 }
 
@@ -139,9 +141,9 @@ impl From<sqlx::Error> for ApiError {
                 Some("23505") => return ApiError::Conflict(conflict_message(&constraint)),
                 Some("23503") => return ApiError::Unprocessable(fk_message(&constraint)),
                 Some("23514") => return ApiError::Unprocessable(format!("value rejected by {constraint}")),
-                Some("22P02" | "22001" | "22003" | "22007" | "22008" | "22021") => {
-                    return ApiError::BadRequest(db.message().to_string());
-                }
+                // Class 22 (data exception): the input cannot be stored as given. The message is
+                // ours, not PostgreSQL's, so no database wording or internals reach the client.
+                Some(code) if code.starts_with("22") => return ApiError::BadRequest(data_exception_message(code)),
                 // 40001 serialization_failure, 40P01 deadlock_detected: transient, the client
                 // may simply retry.
                 Some("40001" | "40P01") => {
@@ -155,6 +157,29 @@ impl From<sqlx::Error> for ApiError {
             sqlx::Error::PoolTimedOut => ApiError::Unavailable("database pool exhausted".into()),
             other => ApiError::Internal(other.to_string()),
         }
+    }
+}
+
+/// Longest id echoed back in an error message, in characters.
+const ECHO_MAX_CHARS: usize = 128;
+
+/// `id` itself, or its first [`ECHO_MAX_CHARS`] characters followed by `…`.
+pub fn shorten(id: &str) -> String {
+    match id.char_indices().nth(ECHO_MAX_CHARS) {
+        Some((cut, _)) => format!("{}…", &id[..cut]),
+        None => id.to_string(),
+    }
+}
+
+/// A client-facing message for a PostgreSQL data exception (SQLSTATE class 22).
+fn data_exception_message(code: &str) -> String {
+    match code {
+        "22021" | "22P05" => "text must not contain NUL (\\u0000) characters".into(),
+        "22001" => "a value is too long".into(),
+        "22003" => "a number is out of range".into(),
+        "22007" | "22008" => "a date or time is out of range".into(),
+        "22P02" => "a value has an invalid format".into(),
+        _ => format!("a value cannot be stored (SQLSTATE {code})"),
     }
 }
 
@@ -228,16 +253,67 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(rej) => Err(json_rejection(rej)),
+        if !is_json_content_type(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType("expected Content-Type: application/json".into()));
         }
+        let bytes = Bytes::from_request(req, state).await.map_err(body_rejection)?;
+        parse_json(&bytes).map(ApiJson)
     }
 }
 
 impl<T: Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
         Json(self.0).into_response()
+    }
+}
+
+/// `application/json` or any `application/*+json`, parameters (`; charset=utf-8`) ignored —
+/// the same media types axum's `Json` accepts.
+fn is_json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Maps a failure to read the body: over `CERTCTL_MAX_BODY_SIZE` is a 413, anything else a 400.
+pub fn body_rejection(e: BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge("request body too large".into())
+    } else {
+        ApiError::BadRequest(format!("unreadable request body: {}", e.body_text()))
+    }
+}
+
+/// Parses a JSON body into `T`, with the envelope on failure. Strings (values or keys) holding
+/// U+0000 are refused up front: PostgreSQL `text` and `jsonb` cannot store NUL, so letting one
+/// through would only fail later inside a statement (or, for jsonb, as a 500).
+///
+/// Every request body of this API is a JSON object; serde would otherwise also build a struct
+/// from a JSON array of its fields in order (`[null, null]`), so anything else is refused here.
+/// `null` passes through for [`super::extract::OptionalJson`], which parses into `Option<T>`.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | Some(b'n') | None => {}
+        Some(_) => return Err(ApiError::BadRequest("the request body must be a JSON object".into())),
+    }
+    // JSON can carry NUL only as the escape `\u0000`; the full scan runs only when that
+    // sequence occurs at all, so ordinary bodies pay one memchr-like pass.
+    if bytes.windows(6).any(|w| w == b"\\u0000")
+        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes)
+        && holds_nul(&value)
+    {
+        return Err(ApiError::BadRequest("text must not contain NUL (\\u0000) characters".into()));
+    }
+    Json::<T>::from_bytes(bytes).map(|Json(v)| v).map_err(json_rejection)
+}
+
+/// Whether any string or object key in `v` contains U+0000.
+fn holds_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(holds_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
     }
 }
 
@@ -248,18 +324,15 @@ fn json_rejection(rej: JsonRejection) -> ApiError {
         }
         JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest(format!("malformed JSON: {}", e.body_text())),
         JsonRejection::JsonDataError(e) => ApiError::BadRequest(format!("invalid request body: {}", e.body_text())),
-        JsonRejection::BytesRejection(e) => {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge("request body too large".into())
-            } else {
-                ApiError::BadRequest(e.body_text())
-            }
-        }
+        JsonRejection::BytesRejection(e) => body_rejection(e),
         other => ApiError::BadRequest(other.body_text()),
     }
 }
 
 /// `Query<T>` whose rejections are rendered as the error envelope.
+///
+/// An empty value (`?page=`) is not treated as absent: `page=` is not a number and `status=` is
+/// not a status, so both are a 400 like any other malformed parameter (no silent default).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiQuery<T>(pub T);
 

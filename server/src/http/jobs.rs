@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use super::auth::Caller;
 use super::certificates::OPEN_JOB_STATUSES_SQL;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-use super::extract::{JOB_STATUSES, JOB_TYPES, Page, Paged, require_one_of};
+use super::extract::{JOB_STATUSES, JOB_TYPES, JobStatus, JobType, Page, Paged, require_one_of};
 use crate::AppState;
 
 /// Columns of a job as the API shows it.
@@ -61,14 +61,17 @@ pub struct Job {
 #[into_params(parameter_in = Query)]
 pub struct JobQuery {
     /// Page number (1).
+    #[param(minimum = 1, maximum = 18446744073709552.0)]
     pub page: Option<i64>,
     /// Page size (50, max 500).
+    #[param(minimum = 1, maximum = 500)]
     pub per_page: Option<i64>,
     /// Exact status.
+    #[param(value_type = Option<JobStatus>, inline)]
     pub status: Option<String>,
     /// Exact type.
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(rename = "type", value_type = Option<JobType>, inline)]
     pub job_type: Option<String>,
     /// Certificate id.
     pub certificate_id: Option<String>,

@@ -41,9 +41,10 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Router, middleware};
 use tower_http::trace::TraceLayer;
-use utoipa::openapi::OpenApi;
 use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{Content, OpenApi, Ref, RefOr, Required, Response};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -116,24 +117,84 @@ fn mark_public(doc: &mut OpenApi) {
     }
 }
 
+/// A response whose body is the JSON error envelope ([`error::ErrorBody`]).
+fn envelope_response(description: &str) -> RefOr<Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content("application/json", Content::new(Some(Ref::from_schema_name("ErrorBody"))))
+            .build(),
+    )
+}
+
+/// Adds `status` to `op` unless the handler's own annotation already describes it.
+fn add_response(op: &mut Operation, status: &str, description: &str) {
+    op.responses.responses.entry(status.to_string()).or_insert_with(|| envelope_response(description));
+}
+
+/// Documents the failures that shared layers and extractors produce on every operation, so
+/// the per-handler annotations only need what the handler itself decides: 400 on every
+/// `/api/…` operation (the NUL guard and path/query extractors), 413 and 415 on operations
+/// with a JSON body, and — when `protected` — 401 from authentication and 429 from the
+/// per-caller rate limit.
+fn document_shared_failures(doc: &mut OpenApi, protected: bool) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let api = path.starts_with("/api/");
+        for op in operations_mut(item) {
+            if api {
+                add_response(op, "400", "malformed path, query string or body");
+            }
+            if let Some(body) = &op.request_body {
+                // Optional bodies (`OptionalJson`) do not look at the content type.
+                let required = matches!(body.required, Some(Required::True));
+                add_response(op, "413", "body larger than CERTCTL_MAX_BODY_SIZE");
+                if required {
+                    add_response(op, "415", "Content-Type is not application/json");
+                }
+            }
+            if protected {
+                add_response(op, "401", "missing or unknown credential");
+                add_response(op, "429", "rate limited (see Retry-After)");
+            }
+        }
+    }
+}
+
+/// The document's description: the rules that hold for every operation, which per-field
+/// schemas cannot state.
+const API_DESCRIPTION: &str = "Certificate lifecycle control plane.\n\n\
+Every failure answers the JSON envelope `{\"error\", \"message\", \"request_id\"}`. \
+Request bodies are JSON objects. Text (in the path, the query string or a body, including \
+object keys) must not contain NUL (U+0000, `%00`): PostgreSQL cannot store it, so it is a 400. \
+Integer fields take JSON integers (`90`, not `90.0`).";
+
 /// Joins the parts into the served document: bearer auth by default, public routes marked.
-fn assemble(protected: OpenApi, mut public: OpenApi, mut metrics: OpenApi, metrics_public: bool) -> OpenApi {
+fn assemble(mut protected: OpenApi, mut public: OpenApi, mut metrics: OpenApi, metrics_public: bool) -> OpenApi {
     mark_public(&mut public);
     if metrics_public {
         mark_public(&mut metrics);
     }
+    document_shared_failures(&mut protected, true);
+    document_shared_failures(&mut public, false);
+    document_shared_failures(&mut metrics, !metrics_public);
     let mut doc = utoipa::openapi::OpenApiBuilder::new()
         .info(
             utoipa::openapi::InfoBuilder::new()
                 .title("certctl API")
                 .version(env!("CARGO_PKG_VERSION"))
-                .description(Some("Certificate lifecycle control plane"))
+                .description(Some(API_DESCRIPTION))
                 .build(),
         )
         .build();
     doc.merge(protected);
     doc.merge(public);
     doc.merge(metrics);
+    let components = doc.components.get_or_insert_with(Default::default);
+    for name in certificates::SELECTOR_SCHEMAS {
+        if let Some(schema) = components.schemas.remove(*name) {
+            components.schemas.insert((*name).to_string(), certificates::with_selector_rule(schema));
+        }
+    }
     doc.components
         .get_or_insert_with(Default::default)
         .add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
@@ -191,6 +252,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(error::not_found_fallback)
         .method_not_allowed_fallback(error::method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(extract::reject_nul))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
             let id = req.extensions().get::<request_id::RequestId>().map(|r| r.0.clone()).unwrap_or_default();

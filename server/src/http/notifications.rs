@@ -10,7 +10,7 @@ use utoipa_axum::routes;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-use super::extract::{NOTIFICATION_STATUSES, Page, Paged, require_one_of};
+use super::extract::{NOTIFICATION_STATUSES, NotificationStatus, Page, Paged, require_one_of};
 use crate::AppState;
 
 const COLS: &str = "id, type, certificate_id, channel_id, channel, recipient, subject, message, status, retry_count, \
@@ -58,10 +58,13 @@ pub struct Notification {
 #[into_params(parameter_in = Query)]
 pub struct NotificationQuery {
     /// Page number (1).
+    #[param(minimum = 1, maximum = 18446744073709552.0)]
     pub page: Option<i64>,
     /// Page size (50, max 500).
+    #[param(minimum = 1, maximum = 500)]
     pub per_page: Option<i64>,
     /// pending, sent, failed, dead or read.
+    #[param(value_type = Option<NotificationStatus>, inline)]
     pub status: Option<String>,
     /// Certificate id.
     pub certificate_id: Option<String>,

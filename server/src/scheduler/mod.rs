@@ -307,7 +307,7 @@ pub async fn run_tick(state: &AppState, kind: LoopKind, now: DateTime<Utc>) -> R
         LoopKind::NotificationProcess => format!("{:?}", crate::notify::process_pending(state, now).await?),
         LoopKind::NotificationRetry => format!("{:?}", crate::notify::process_retries(state, now).await?),
         LoopKind::ShortLivedExpiry => format!("expired={}", sweeps::expire_short_lived(pool, now).await?),
-        LoopKind::AcmeGc => format!("{:?}", sweeps::acme_gc(pool, now).await?),
+        LoopKind::AcmeGc => format!("{:?}", crate::acme::gc(pool, now).await?),
         LoopKind::RateLimitJanitor => format!("buckets_deleted={}", crate::ratelimit::janitor_sweep(pool, now).await?),
         LoopKind::Crl => format!("crls={}", crate::issuance::generate_all_crls(state, now).await?),
     })

@@ -96,39 +96,3 @@ pub async fn expire_short_lived(pool: &PgPool, now: DateTime<Utc>) -> Result<u64
     .await?
     .rows_affected())
 }
-
-/// What one ACME GC pass did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct AcmeGc {
-    /// Expired nonces deleted.
-    pub nonces: u64,
-    /// Pending/ready orders past `expires_at` marked `invalid` (RFC 8555 §7.1.6).
-    pub orders: u64,
-    /// Pending authorizations past `expires_at` marked `expired` (RFC 8555 §7.1.6).
-    pub authorizations: u64,
-}
-
-/// ACME GC (anywhere, idempotent): deletes expired nonces and expires stale orders and
-/// authorizations (kept, not deleted, so clients polling them get the final status).
-pub async fn acme_gc(pool: &PgPool, now: DateTime<Utc>) -> Result<AcmeGc, sqlx::Error> {
-    let nonces =
-        sqlx::query("DELETE FROM acme_nonces WHERE expires_at < $1").bind(now).execute(pool).await?.rows_affected();
-    let authorizations = sqlx::query(
-        "UPDATE acme_authorizations SET status = 'expired', updated_at = $1 WHERE status = 'pending' AND expires_at < $1",
-    )
-    .bind(now)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    let orders = sqlx::query(
-        "UPDATE acme_orders SET status = 'invalid', updated_at = $1, \
-                error = COALESCE(error, jsonb_build_object('type', 'urn:ietf:params:acme:error:malformed', \
-                                                           'detail', 'order expired before it was finalized')) \
-          WHERE status IN ('pending', 'ready') AND expires_at < $1",
-    )
-    .bind(now)
-    .execute(pool)
-    .await?
-    .rows_affected();
-    Ok(AcmeGc { nonces, orders, authorizations })
-}

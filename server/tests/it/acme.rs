@@ -635,10 +635,18 @@ async fn gc_removes_expired_nonces_and_abandoned_orders() {
     .await;
     assert_eq!(r.status(), 201);
     let _ = nonce(&app, &pfx).await;
-    let later = chrono::Utc::now() + chrono::Duration::days(30);
-    let report = certctl_server::acme::gc(&app.pool, later).await.expect("gc");
+    // Past its expiry the order is kept, marked invalid, so a polling client sees why ...
+    let expired_at = chrono::Utc::now() + chrono::Duration::days(8);
+    let report = certctl_server::acme::gc(&app.pool, expired_at).await.expect("gc");
     assert!(report.nonces >= 1);
-    assert_eq!(report.orders, 1);
+    assert_eq!((report.orders_expired, report.authorizations_expired, report.orders_deleted), (1, 1, 0));
+    let (status,): (String,) =
+        sqlx::query_as("SELECT status FROM acme_orders").fetch_one(&app.pool).await.expect("order");
+    assert_eq!(status, "invalid");
+    // ... and deleted once the retention has passed.
+    let later = expired_at + certctl_server::acme::EXPIRED_ORDER_RETENTION + chrono::Duration::days(1);
+    let report = certctl_server::acme::gc(&app.pool, later).await.expect("gc");
+    assert_eq!(report.orders_deleted, 1);
     let (n,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM acme_authorizations").fetch_one(&app.pool).await.expect("count");
     assert_eq!(n, 0, "authorizations go with their order");

@@ -7,9 +7,14 @@ use sqlx::PgPool;
 
 use crate::support::{ADMIN_KEY, TestApp, spawn_app};
 
-/// A test server with rate limiting off plus `extra` flags.
+/// A test server with rate limiting and the scheduler off plus `extra` flags. The API tests
+/// count rows; background loops (the renewal check creates jobs for the demo certificates at
+/// start-up) would race with those counts. Scheduler behaviour has its own tests.
 pub async fn spawn_api(extra: &[&str]) -> TestApp {
     let mut args = vec!["--rate-limit-enabled", "false"];
+    if !extra.contains(&"--scheduler-enabled") {
+        args.extend(["--scheduler-enabled", "false"]);
+    }
     args.extend_from_slice(extra);
     spawn_app(&args).await
 }

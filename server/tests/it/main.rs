@@ -7,6 +7,7 @@ mod agent_flow;
 mod api_agents;
 mod api_auth;
 mod api_certificates;
+mod api_hostile;
 mod api_indexes;
 mod api_resources;
 mod api_support;

@@ -307,7 +307,7 @@ async fn expired_certificates_are_marked_and_stale_acme_state_is_collected() {
         .await
         .expect("nonces");
     let gc = run_tick(&state, LoopKind::AcmeGc, now).await.expect("gc");
-    assert_eq!(gc, "AcmeGc { nonces: 1, orders: 1, authorizations: 1 }");
+    assert_eq!(gc, "GcReport { nonces: 1, orders_expired: 1, authorizations_expired: 1, orders_deleted: 0 }");
     let statuses: Vec<(String, String)> =
         sqlx::query_as("SELECT id, status FROM acme_orders ORDER BY id").fetch_all(&app.pool).await.expect("orders");
     assert_eq!(statuses, vec![("ord-new".into(), "pending".into()), ("ord-old".into(), "invalid".into())]);

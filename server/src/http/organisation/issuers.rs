@@ -50,18 +50,30 @@ pub struct Issuer {
 #[serde(deny_unknown_fields)]
 pub struct CreateIssuer {
     /// Optional client-chosen id (default `iss-<uuid>`).
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$")]
     pub id: Option<String>,
     /// Unique name.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: String,
     /// Type, e.g. `GenericCA`.
     #[serde(rename = "type")]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub issuer_type: String,
     /// Type-specific settings (a JSON object).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
     /// Whether it issues (default true).
     pub enabled: Option<bool>,
     /// Default validity in days (default 90, > 0).
+    #[schema(minimum = 1)]
     pub validity_days: Option<i32>,
 }
 
@@ -70,13 +82,19 @@ pub struct CreateIssuer {
 #[serde(deny_unknown_fields)]
 pub struct UpdateIssuer {
     /// Unique name.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: Option<String>,
     /// Type-specific settings (a JSON object).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub config: Option<Value>,
     /// Whether it issues.
     pub enabled: Option<bool>,
     /// Default validity in days (> 0).
+    #[schema(minimum = 1)]
     pub validity_days: Option<i32>,
 }
 
@@ -101,7 +119,8 @@ pub async fn list(
 /// Creates an issuer (admin).
 #[utoipa::path(post, path = "/api/v1/issuers", tag = "issuers", request_body = CreateIssuer,
     responses((status = 201, description = "created", body = Issuer), (status = 400, description = "malformed body", body = ErrorBody),
-              (status = 403, description = "not an admin key", body = ErrorBody), (status = 409, description = "duplicate name or id", body = ErrorBody)))]
+              (status = 403, description = "not an admin key", body = ErrorBody), (status = 409, description = "duplicate name or id", body = ErrorBody),
+              (status = 422, description = "validity_days out of range", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     c: Caller,
@@ -143,7 +162,8 @@ pub async fn get_one(
 /// Updates an issuer (admin).
 #[utoipa::path(put, path = "/api/v1/issuers/{id}", tag = "issuers", params(IdPath), request_body = UpdateIssuer,
     responses((status = 200, description = "updated", body = Issuer), (status = 403, description = "not an admin key", body = ErrorBody),
-              (status = 404, description = "unknown", body = ErrorBody), (status = 409, description = "duplicate name", body = ErrorBody)))]
+              (status = 404, description = "unknown", body = ErrorBody), (status = 409, description = "duplicate name", body = ErrorBody),
+              (status = 422, description = "validity_days out of range", body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     c: Caller,

@@ -41,8 +41,14 @@ pub struct Owner {
 #[serde(deny_unknown_fields)]
 pub struct CreateOwner {
     /// Optional client-chosen id (default `o-<uuid>`).
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$")]
     pub id: Option<String>,
     /// Unique name.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: String,
     /// Email address.
     pub email: Option<String>,
@@ -55,6 +61,11 @@ pub struct CreateOwner {
 #[serde(deny_unknown_fields)]
 pub struct UpdateOwner {
     /// Unique name.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: Option<String>,
     /// Email address.
     pub email: Option<String>,

@@ -49,16 +49,25 @@ pub struct RenewalPolicy {
 #[serde(deny_unknown_fields)]
 pub struct CreatePolicy {
     /// Optional client-chosen id (default `rp-<uuid>`).
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$")]
     pub id: Option<String>,
     /// Unique name.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: String,
     /// Renewal window in days (>= 0).
+    #[schema(minimum = 0)]
     pub renewal_window_days: Option<i32>,
     /// Renew automatically.
     pub auto_renew: Option<bool>,
     /// Retries (>= 0).
+    #[schema(minimum = 0)]
     pub max_retries: Option<i32>,
     /// Seconds between retries (>= 0).
+    #[schema(minimum = 0)]
     pub retry_interval_seconds: Option<i32>,
     /// Alert thresholds in days.
     pub alert_thresholds_days: Option<Vec<i32>>,
@@ -69,14 +78,22 @@ pub struct CreatePolicy {
 #[serde(deny_unknown_fields)]
 pub struct UpdatePolicy {
     /// Unique name.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: Option<String>,
     /// Renewal window in days (>= 0).
+    #[schema(minimum = 0)]
     pub renewal_window_days: Option<i32>,
     /// Renew automatically.
     pub auto_renew: Option<bool>,
     /// Retries (>= 0).
+    #[schema(minimum = 0)]
     pub max_retries: Option<i32>,
     /// Seconds between retries (>= 0).
+    #[schema(minimum = 0)]
     pub retry_interval_seconds: Option<i32>,
     /// Alert thresholds in days.
     pub alert_thresholds_days: Option<Vec<i32>>,

@@ -60,14 +60,60 @@ pub struct Profile {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Body of create and update: absent fields take the schema default (create) or stay
-/// unchanged (update).
+/// Body of create: absent fields take the schema defaults.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ProfileBody {
-    /// Optional client-chosen id on create (default `prof-<uuid>`); refused on update.
+pub struct CreateProfile {
+    /// Optional client-chosen id (default `prof-<uuid>`).
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,128}$")]
     pub id: Option<String>,
-    /// Unique name (required on create).
+    /// Unique name.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
+    pub name: String,
+    /// Description.
+    pub description: Option<String>,
+    /// Issuer id.
+    pub issuer_id: Option<String>,
+    /// Key algorithms accepted.
+    pub allowed_key_algorithms: Option<Vec<String>>,
+    /// Default key algorithm.
+    pub default_key_algorithm: Option<String>,
+    /// Validity in days (> 0).
+    #[schema(minimum = 1)]
+    pub validity_days: Option<i32>,
+    /// Extended key usages.
+    pub extended_key_usages: Option<Vec<String>>,
+    /// Largest SAN count (> 0).
+    #[schema(minimum = 1)]
+    pub max_sans: Option<i32>,
+    /// Served over ACME.
+    pub acme_enabled: Option<bool>,
+    /// `challenge` or `trust_authenticated`.
+    #[schema(pattern = "^(challenge|trust_authenticated)$")]
+    pub acme_auth_mode: Option<String>,
+    /// Owner of ACME-issued certificates.
+    pub acme_owner_id: Option<String>,
+    /// Team of ACME-issued certificates.
+    pub acme_team_id: Option<String>,
+    /// Renewal policy of ACME-issued certificates.
+    pub acme_renewal_policy_id: Option<String>,
+}
+
+/// Body of update: absent fields stay unchanged; the id cannot be changed (an `id` field is an
+/// unknown field, so a 400).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProfile {
+    /// Unique name.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     pub name: Option<String>,
     /// Description.
     pub description: Option<String>,
@@ -78,14 +124,17 @@ pub struct ProfileBody {
     /// Default key algorithm.
     pub default_key_algorithm: Option<String>,
     /// Validity in days (> 0).
+    #[schema(minimum = 1)]
     pub validity_days: Option<i32>,
     /// Extended key usages.
     pub extended_key_usages: Option<Vec<String>>,
     /// Largest SAN count (> 0).
+    #[schema(minimum = 1)]
     pub max_sans: Option<i32>,
     /// Served over ACME.
     pub acme_enabled: Option<bool>,
     /// `challenge` or `trust_authenticated`.
+    #[schema(pattern = "^(challenge|trust_authenticated)$")]
     pub acme_auth_mode: Option<String>,
     /// Owner of ACME-issued certificates.
     pub acme_owner_id: Option<String>,
@@ -95,16 +144,15 @@ pub struct ProfileBody {
     pub acme_renewal_policy_id: Option<String>,
 }
 
-impl ProfileBody {
-    fn validate(&self) -> Result<(), ApiError> {
-        if let Some(n) = &self.name {
-            require_text("name", n)?;
-        }
-        if let Some(m) = &self.acme_auth_mode {
-            require_one_of("acme_auth_mode", m, AUTH_MODES)?;
-        }
-        Ok(())
+/// The checks create and update share.
+fn validate(name: Option<&str>, acme_auth_mode: Option<&str>) -> Result<(), ApiError> {
+    if let Some(n) = name {
+        require_text("name", n)?;
     }
+    if let Some(m) = acme_auth_mode {
+        require_one_of("acme_auth_mode", m, AUTH_MODES)?;
+    }
+    Ok(())
 }
 
 /// Lists profiles.
@@ -119,16 +167,16 @@ pub async fn list(
 }
 
 /// Creates a profile.
-#[utoipa::path(post, path = "/api/v1/profiles", tag = "profiles", request_body = ProfileBody,
+#[utoipa::path(post, path = "/api/v1/profiles", tag = "profiles", request_body = CreateProfile,
     responses((status = 201, description = "created", body = Profile), (status = 400, description = "malformed body", body = ErrorBody),
               (status = 409, description = "duplicate name or id", body = ErrorBody), (status = 422, description = "unknown reference", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     _c: Caller,
-    ApiJson(b): ApiJson<ProfileBody>,
+    ApiJson(b): ApiJson<CreateProfile>,
 ) -> Result<Response, ApiError> {
-    b.validate()?;
-    let name = b.name.clone().ok_or_else(|| ApiError::BadRequest("name is required".into()))?;
+    validate(Some(&b.name), b.acme_auth_mode.as_deref())?;
+    let name = b.name.clone();
     let id = choose_id("prof", &b.id)?;
     let row = sqlx::query_as::<_, Profile>(sql!(
         "INSERT INTO certificate_profiles (id, name, description, issuer_id, allowed_key_algorithms, default_key_algorithm,
@@ -171,7 +219,7 @@ pub async fn get_one(
 }
 
 /// Updates a profile.
-#[utoipa::path(put, path = "/api/v1/profiles/{id}", tag = "profiles", params(IdPath), request_body = ProfileBody,
+#[utoipa::path(put, path = "/api/v1/profiles/{id}", tag = "profiles", params(IdPath), request_body = UpdateProfile,
     responses((status = 200, description = "updated", body = Profile), (status = 400, description = "malformed body", body = ErrorBody),
               (status = 404, description = "unknown", body = ErrorBody), (status = 409, description = "duplicate name", body = ErrorBody),
               (status = 422, description = "unknown reference", body = ErrorBody)))]
@@ -179,12 +227,9 @@ pub async fn update(
     State(state): State<AppState>,
     _c: Caller,
     ApiPath(p): ApiPath<IdPath>,
-    ApiJson(b): ApiJson<ProfileBody>,
+    ApiJson(b): ApiJson<UpdateProfile>,
 ) -> Result<ApiJson<Profile>, ApiError> {
-    b.validate()?;
-    if b.id.is_some() {
-        return Err(ApiError::BadRequest("id cannot be changed".into()));
-    }
+    validate(b.name.as_deref(), b.acme_auth_mode.as_deref())?;
     sqlx::query_as::<_, Profile>(sql!(
         "UPDATE certificate_profiles SET name = COALESCE($2, name), description = COALESCE($3, description),
                 issuer_id = COALESCE($4, issuer_id), allowed_key_algorithms = COALESCE($5, allowed_key_algorithms),
