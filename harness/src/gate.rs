@@ -469,7 +469,10 @@ pub fn compare_dirs(base_dir: &Path, run_dir: &Path, noise: &NoiseFloor) -> Resu
 pub fn comparison_table(c: &Comparison) -> String {
     let mut s = format!(
         "Baseline `{}` (commit {}); noise floor {:.0} % / {} ms / {} error-rate, alpha {}\n\n\
-         | scenario | label | metric | baseline | run | change | p | verdict |\n|---|---|---|---|---|---|---|---|\n",
+         `baseline`/`run` are whole-run values; the verdict judges the per-window samples, whose \
+         medians and their change are shown.\n\n\
+         | scenario | label | metric | baseline | run | window medians | change | p | verdict |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
         c.baseline,
         c.baseline_commit,
         c.noise.rel * 100.0,
@@ -480,12 +483,14 @@ pub fn comparison_table(c: &Comparison) -> String {
     for r in &c.results {
         let fmt = |v: f64| if r.metric == "error_rate" { format!("{:.3} %", v * 100.0) } else { format!("{v:.2} ms") };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} → {} | {} | {} | {} |\n",
             r.scenario,
             r.label,
             r.metric,
             fmt(r.baseline),
             fmt(r.run),
+            fmt(r.baseline_median),
+            fmt(r.run_median),
             r.change_pct.map(|c| format!("{c:+.1} %")).unwrap_or_else(|| "–".into()),
             r.p_value.map(|p| format!("{p:.3}")).unwrap_or_else(|| "–".into()),
             r.verdict.as_str()

@@ -163,7 +163,10 @@ pub fn summary(dir: &Path) -> serde_json::Value {
 pub async fn reference_run() -> PathBuf {
     static RUN: OnceCell<PathBuf> = OnceCell::const_new();
     RUN.get_or_init(|| async {
-        let root = tempfile::tempdir().unwrap().keep();
+        // Shared by several tests, so it outlives each of them: kept under cargo's per-target
+        // temporary directory (replaced on every test run) rather than leaked into /tmp.
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("loadtest-reference");
+        let _ = std::fs::remove_dir_all(&root);
         let (url, _st) = target(None).await;
         let sdir = root.join("scenarios");
         scenario(
