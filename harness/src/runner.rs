@@ -307,6 +307,9 @@ async fn drive(
             reason: String::new(),
         },
         comparison: None,
+        shard: plan.shard,
+        merged_from: None,
+        replicas: None,
     };
     summary.verdict = verdict(&summary);
     summary::write(&plan.out_dir, &summary)?;
@@ -335,9 +338,10 @@ async fn run_one(
 ) -> Result<ScenarioSummary, HarnessError> {
     let def = &sc.def;
     eprintln!(
-        "[{}] {} profile: {:.0} s, {} model{}",
+        "[{}] {} profile{}: {:.0} s, {} model{}",
         def.name,
         sc.profile,
+        if sc.shard.count > 1 { format!(", shard {}", sc.shard) } else { String::new() },
         sc.duration.as_secs_f64(),
         if def.load.model == Model::Open { "open" } else { "closed" },
         match def.load.model {
@@ -345,12 +349,12 @@ async fn run_one(
                 ", {}",
                 def.requests
                     .iter()
-                    .zip(&sc.rates)
-                    .map(|(r, x)| format!("{} {x:.1}/s", r.label))
+                    .enumerate()
+                    .map(|(i, r)| format!("{} {:.1}/s", r.label, sc.shard_rate(i)))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            Model::Closed => format!(", {} users, {} ms pause", sc.users.unwrap_or(1), def.load.pause_ms),
+            Model::Closed => format!(", {} users, {} ms pause", sc.shard_users(), def.load.pause_ms),
         }
     );
     let pss_before = match (pool, pss_status == "available") {
@@ -417,14 +421,14 @@ async fn run_one(
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            let target_rate = (def.load.model == Model::Open).then(|| sc.rates[i]);
+            let target_rate = (def.load.model == Model::Open).then(|| sc.shard_rate(i));
             label_summary(l, run.schedule.get(i).copied().unwrap_or_default(), target_rate, duration_s)
         })
         .collect();
     let thresholds = gate::evaluate(&def.thresholds, &labels, &db_metrics);
     let users = match def.load.model {
         Model::Open => (0..def.requests.len()).map(|i| sc.open_users(i)).sum(),
-        Model::Closed => sc.users.unwrap_or(1),
+        Model::Closed => sc.shard_users(),
     };
     Ok(ScenarioSummary {
         name: def.name.clone(),
@@ -443,7 +447,7 @@ async fn run_one(
     })
 }
 
-fn verdict(s: &Summary) -> Verdict {
+pub(crate) fn verdict(s: &Summary) -> Verdict {
     let all: Vec<(&str, &gate::ThresholdResult)> =
         s.scenarios.iter().flat_map(|sc| sc.thresholds.iter().map(move |t| (sc.name.as_str(), t))).collect();
     let seed_fail: Vec<_> =
@@ -482,7 +486,7 @@ fn verdict(s: &Summary) -> Verdict {
     }
 }
 
-fn print_table(s: &Summary, dir: &Path) {
+pub(crate) fn print_table(s: &Summary, dir: &Path) {
     println!(
         "\n{:<14} {:<14} {:>10} {:>10} {:>10} {:>9} {:>6} {:>8}",
         "scenario", "label", "p50 ms", "p95 ms", "p99 ms", "err %", "seed", "targets"

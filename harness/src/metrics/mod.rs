@@ -99,6 +99,11 @@ impl Interval {
     fn new() -> Self {
         Interval { corrected: new_histogram(), service: new_histogram(), errors: 0 }
     }
+
+    /// An interval with nothing recorded (for merging into).
+    pub fn empty() -> Self {
+        Self::new()
+    }
 }
 
 /// Everything recorded for one label.
