@@ -140,6 +140,11 @@ pub struct RunArgs {
     /// users/N); combine the N run directories with `merge`.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
+    /// Embedded mode: start N servers on the one database (distinct instance ids, shared
+    /// postgres rate limiter), spread requests round-robin over them, and check the
+    /// multi-replica invariants after the run.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub replicas: u64,
     /// Scenario and seed directories.
     #[command(flatten)]
     pub files: FilesArgs,
@@ -258,6 +263,8 @@ pub struct RunPlan {
     pub progress: bool,
     /// `--shard`, when given.
     pub shard: Option<scenario::Shard>,
+    /// `--replicas` (embedded mode).
+    pub replicas: usize,
 }
 
 /// The directory `name` next to the working directory, else in the source tree.
@@ -316,6 +323,11 @@ impl RunPlan {
                 },
             },
         };
+        if args.replicas > 1 && matches!(mode, Mode::External { .. }) {
+            return Err(HarnessError::Config(
+                "--replicas starts servers, so it needs embedded mode: drop --target".into(),
+            ));
+        }
         if let Some(b) = &args.baseline
             && !b.join(crate::report::summary::FILE).is_file()
         {
@@ -368,6 +380,7 @@ impl RunPlan {
             ready_timeout: Duration::from_secs(args.ready_timeout_s.max(1)),
             progress: !args.quiet,
             shard,
+            replicas: args.replicas as usize,
         })
     }
 }

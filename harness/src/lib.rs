@@ -29,6 +29,7 @@ pub mod gate;
 pub mod host;
 pub mod merge;
 pub mod metrics;
+pub mod replicas;
 pub mod report;
 mod runner;
 pub mod scenario;

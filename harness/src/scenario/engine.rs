@@ -42,6 +42,9 @@ pub enum EngineError {
 pub struct EngineConfig {
     /// Base URL of the server, e.g. `http://127.0.0.1:8443`.
     pub base_url: String,
+    /// With `--replicas N`: every server's base URL; requests go round-robin over them by
+    /// sequence number (empty or one entry: everything goes to `base_url`).
+    pub base_urls: Vec<String>,
     /// Admin API key for `auth = "api_key"`.
     pub api_key: Option<String>,
     /// Fleet sizes for the templates.
@@ -344,7 +347,14 @@ fn goose_method(m: Method) -> GooseMethod {
 async fn fire(user: &mut GooseUser, st: &Shared, i: usize, seq: u64, intended: Instant, started: Instant) {
     let Some(req) = st.requests.get(i) else { return };
     let ctx = Context { seq, run: &st.cfg.run_tag, fleet: st.cfg.fleet, batch: req.batch.unwrap_or(100) };
-    let path = template::expand(&req.path, &ctx);
+    let mut path = template::expand(&req.path, &ctx);
+    if st.cfg.base_urls.len() > 1 {
+        // An absolute URL overrides goose's host, so consecutive requests land on
+        // consecutive replicas.
+        if let Some(base) = st.cfg.base_urls.get((seq % st.cfg.base_urls.len() as u64) as usize) {
+            path = format!("{base}{path}");
+        }
+    }
     let method = goose_method(req.method);
     let (outcome, rate_limited) = match user.get_request_builder(&method, &path) {
         Err(_) => (Outcome::Transport, false),
