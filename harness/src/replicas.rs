@@ -105,11 +105,8 @@ async fn job_processed_once(
     .map_err(db)?;
     let foreign: i64 =
         by.iter().filter(|(c, _)| c.as_ref().is_none_or(|c| !instance_ids.contains(c))).map(|(_, n)| n).sum();
-    let spread = by
-        .iter()
-        .map(|(c, n)| format!("{}: {n}", c.as_deref().unwrap_or("unclaimed")))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let spread =
+        by.iter().map(|(c, n)| format!("{}: {n}", c.as_deref().unwrap_or("unclaimed"))).collect::<Vec<_>>().join(", ");
     let held = dup_job_ids == 0 && not_one_version == 0 && orphan_versions == 0 && foreign == 0;
     Ok(Invariant {
         name: "job_processed_once".into(),
@@ -123,7 +120,11 @@ async fn job_processed_once(
     })
 }
 
-async fn renewed_once_per_job(pool: &PgPool, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Invariant, HarnessError> {
+async fn renewed_once_per_job(
+    pool: &PgPool,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Invariant, HarnessError> {
     let (jobs, versions): (i64, i64) = sqlx::query_as(
         "SELECT count(DISTINCT j.id), count(v.id) FROM jobs j LEFT JOIN certificate_versions v ON v.job_id = j.id \
          WHERE j.type IN ('Issuance', 'Renewal') AND j.status = 'Completed' AND j.completed_at BETWEEN $1 AND $2",
@@ -211,13 +212,11 @@ async fn shared_rate_limit_exact(database_url: &str, replicas: usize) -> Result<
     let stored: Option<i64> = match limiters.first() {
         Some(_) => {
             let pool = PgPoolOptions::new().max_connections(1).connect(database_url).await.map_err(db)?;
-            sqlx::query_scalar(
-                "SELECT cardinality(timestamps)::bigint FROM rate_limit_buckets WHERE bucket_key = $1",
-            )
-            .bind(format!("loadtest-probe:{key}"))
-            .fetch_optional(&pool)
-            .await
-            .map_err(db)?
+            sqlx::query_scalar("SELECT cardinality(timestamps)::bigint FROM rate_limit_buckets WHERE bucket_key = $1")
+                .bind(format!("loadtest-probe:{key}"))
+                .fetch_optional(&pool)
+                .await
+                .map_err(db)?
         }
         None => None,
     };
@@ -231,4 +230,17 @@ async fn shared_rate_limit_exact(database_url: &str, replicas: usize) -> Result<
             stored.map(|n| n.to_string()).unwrap_or_else(|| "none".into())
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_without_the_postgres_backend_breaks_the_shared_limiter_invariant() {
+        // This test process runs with neither the backend setting nor an instance id.
+        let inv = replicas_share_the_limiter(&[std::process::id()]);
+        assert!(!inv.held, "{}", inv.detail);
+        assert!(inv.detail.contains(&std::process::id().to_string()));
+    }
 }
