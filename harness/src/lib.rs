@@ -37,7 +37,7 @@ pub mod seed;
 
 use std::path::{Path, PathBuf};
 
-pub use runner::cancel_flag;
+pub use runner::{cancel_flag, verdict};
 
 /// Anything that stops the harness from doing its job (exit code 2).
 #[derive(Debug, thiserror::Error)]

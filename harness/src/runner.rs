@@ -323,7 +323,8 @@ async fn drive(
         finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         profile: plan.profile.clone(),
         mode: target.mode.into(),
-        target: target.base_url.clone(),
+        // Every server driven (one, or the replicas comma-separated).
+        target: target.base_urls.join(", "),
         server_settings: target.server_env.clone(),
         host: HostInfo::detect(),
         postgres: target.postgres.clone(),
@@ -477,7 +478,9 @@ async fn run_one(
     })
 }
 
-pub(crate) fn verdict(s: &Summary) -> Verdict {
+/// A summary's overall verdict: a violated multi-replica invariant, then a failed seed
+/// threshold, then a failed regression gate decide exit code 1 (in that order of reporting).
+pub fn verdict(s: &Summary) -> Verdict {
     let all: Vec<(&str, &gate::ThresholdResult)> =
         s.scenarios.iter().flat_map(|sc| sc.thresholds.iter().map(move |t| (sc.name.as_str(), t))).collect();
     let seed_fail: Vec<_> =

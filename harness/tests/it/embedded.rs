@@ -177,4 +177,11 @@ max = 0.01
     assert!(inv[3]["detail"].as_str().unwrap().contains("admitted 10,"), "{}", inv[3]["detail"]);
     assert!(out.join("server.log").is_file() && out.join("server-2.log").is_file());
     assert_eq!(s["server_settings"]["CERTCTL_RATELIMIT_BACKEND"], "postgres");
+    crate::scale::validate(&s);
+    // Both servers were torn down.
+    let targets: Vec<&str> = s["target"].as_str().unwrap().split(", ").collect();
+    assert_eq!(targets.len(), 2, "{targets:?}");
+    for url in targets {
+        assert!(reqwest::Client::new().get(format!("{url}/health")).send().await.is_err(), "{url} still up");
+    }
 }

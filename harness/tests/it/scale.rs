@@ -11,7 +11,8 @@ use certctl_loadtest::scenario::engine::ScheduleCounts;
 
 use crate::support;
 
-fn validate(instance: &serde_json::Value) {
+/// Asserts that `instance` is valid against the committed summary schema.
+pub fn validate(instance: &serde_json::Value) {
     let schema_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/summary.schema.json");
     let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
@@ -179,4 +180,22 @@ async fn runs_of_different_profiles_are_not_merged() {
     let o = merge(&[&base, &other], &root.path().join("m")).await;
     assert_eq!(o.code, 2, "{}", o.message);
     assert!(o.message.contains("profile") && !o.message.contains('\n'), "{}", o.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_violated_multi_replica_invariant_fails_the_run_with_one_line() {
+    let mut s = summary::read(&support::reference_run().await).unwrap();
+    assert_eq!(certctl_loadtest::verdict(&s).exit_code, 0);
+    s.replicas = Some(summary::Replicas {
+        count: 2,
+        invariants: vec![summary::Invariant {
+            name: "job_processed_once".into(),
+            held: false,
+            detail: "job ids with two versions: 1".into(),
+        }],
+    });
+    let v = certctl_loadtest::verdict(&s);
+    assert_eq!(v.exit_code, 1);
+    assert!(v.reason.contains("job_processed_once") && !v.reason.contains('\n'), "{}", v.reason);
+    validate(&serde_json::to_value(&s).unwrap());
 }
