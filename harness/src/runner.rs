@@ -615,5 +615,9 @@ pub fn list(args: &ListArgs) -> Result<Outcome, HarnessError> {
         }
         println!();
     }
+    // The multi-generator workflow is not a scenario property, but `list` is where people look
+    // for how to run things.
+    println!("several generators: `run --shard I/N` on each (started together), then `merge RUN_DIR... --out DIR`");
+    println!("several servers (embedded): `run --replicas N` also checks the multi-replica invariants");
     Ok(Outcome { code: 0, message: String::new(), run_dir: None })
 }
