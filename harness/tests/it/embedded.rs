@@ -178,6 +178,8 @@ max = 0.01
     assert!(out.join("server.log").is_file() && out.join("server-2.log").is_file());
     assert_eq!(s["server_settings"]["CERTCTL_RATELIMIT_BACKEND"], "postgres");
     crate::scale::validate(&s);
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("held `shared_rate_limit_exact`"), "{report}");
     // Both servers were torn down.
     let targets: Vec<&str> = s["target"].as_str().unwrap().split(", ").collect();
     assert_eq!(targets.len(), 2, "{targets:?}");

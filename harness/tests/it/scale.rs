@@ -73,6 +73,8 @@ async fn two_shards_merge_into_one_run_whose_counts_are_their_sum() {
     for f in ["report.md", "junit.xml", "sharded.hlog", "sharded-spectrum.png", "sharded-timeline.svg"] {
         assert!(m.join(f).is_file(), "{f} missing from the merged run");
     }
+    let report = std::fs::read_to_string(m.join("report.md")).unwrap();
+    assert!(report.contains("merged from 2 runs") && report.contains("shard 2/2"), "{report}");
     // The merged hlog holds every request of both shards.
     let logged = hlog::read(&m.join("sharded.hlog")).unwrap();
     assert_eq!(hlog::merged(&logged["get"]).len(), n(lm, "count"));
