@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cli::MergeArgs;
 use crate::gate::{self, ThresholdResult};
-use crate::metrics::{ErrorCounts, Interval, LabelStats, hlog, new_histogram};
+use crate::metrics::{ErrorCounts, Interval, LabelStats, hlog};
 use crate::report::summary::{self, MergedRun, Resources, ScenarioSummary, Summary};
 use crate::report::{self, label_summary};
 use crate::scenario::engine::ScheduleCounts;
@@ -270,7 +270,11 @@ pub fn merge_runs(inputs: &[(PathBuf, Summary)], out: &Path) -> Result<Summary, 
             .iter()
             .zip(&sched)
             .zip(&rates)
-            .map(|((st, sc), rate)| label_summary(st, *sc, base.target_rate_model(*rate), base.duration_s))
+            // A target rate is an open-model notion: the shards' sum there, none when closed.
+            .map(|((st, sc), rate)| {
+                let rate = if base.model == "open" { *rate } else { None };
+                label_summary(st, *sc, rate, base.duration_s)
+            })
             .collect();
         let thresholds = gate::evaluate(&defs_of(&base.thresholds), &labels, &db_metrics);
         hlog::write(
@@ -344,27 +348,4 @@ pub fn merge_runs(inputs: &[(PathBuf, Summary)], out: &Path) -> Result<Summary, 
     };
     s.verdict = crate::runner::verdict(&s);
     Ok(s)
-}
-
-impl ScenarioSummary {
-    /// A merged label's target rate: the shards' sum in the open model, none in the closed.
-    fn target_rate_model(&self, summed: Option<f64>) -> Option<f64> {
-        if self.model == "open" { summed } else { None }
-    }
-}
-
-/// A label's statistics rebuilt from nothing, for merging into.
-impl LabelStats {
-    /// Empty statistics for `label`.
-    pub fn empty(label: &str) -> Self {
-        LabelStats {
-            label: label.to_string(),
-            corrected: new_histogram(),
-            service: new_histogram(),
-            intervals: Vec::new(),
-            errors: ErrorCounts::default(),
-            statuses: BTreeMap::new(),
-            rate_limited: 0,
-        }
-    }
 }

@@ -138,6 +138,11 @@ impl LabelStats {
         }
     }
 
+    /// Empty statistics for `label` (what `merge` adds shards' histograms into).
+    pub fn empty(label: &str) -> Self {
+        Self::new(label)
+    }
+
     /// Requests recorded.
     pub fn count(&self) -> u64 {
         self.corrected.len()
