@@ -23,15 +23,17 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Subcommands. (`merge`, `--shard` and `--replicas` come with multi-generator runs.)
+/// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run scenarios (embedded server by default, or --target) and write a run directory.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Apply the fixtures (seeds/*.sql) to a database.
     Seed(SeedArgs),
     /// Regression gate: compare a run with a baseline; exit 1 on a regression.
     Compare(CompareArgs),
+    /// Merge shard runs (--shard I/N) from several generators into one run directory.
+    Merge(MergeArgs),
     /// Re-render report.md, junit.xml and charts of a run directory.
     Report(ReportArgs),
     /// List scenarios, profiles and thresholds.
@@ -134,9 +136,29 @@ pub struct RunArgs {
     /// No progress lines.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Run the I-th of N slices of the load (open model: rate/N, interleaved slots; closed:
+    /// users/N); combine the N run directories with `merge`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Embedded mode: start N servers on the one database (distinct instance ids, shared
+    /// postgres rate limiter), spread requests round-robin over them, and check the
+    /// multi-replica invariants after the run.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub replicas: u64,
     /// Scenario and seed directories.
     #[command(flatten)]
     pub files: FilesArgs,
+}
+
+/// `merge` options.
+#[derive(Debug, Clone, Args)]
+pub struct MergeArgs {
+    /// Run directories of the shards (or of whole runs) to merge.
+    #[arg(required = true, num_args = 1.., value_name = "RUN_DIR")]
+    pub runs: Vec<PathBuf>,
+    /// Directory to write the merged run to.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// `seed` options.
@@ -239,6 +261,10 @@ pub struct RunPlan {
     pub ready_timeout: Duration,
     /// Progress lines.
     pub progress: bool,
+    /// `--shard`, when given.
+    pub shard: Option<scenario::Shard>,
+    /// `--replicas` (embedded mode).
+    pub replicas: usize,
 }
 
 /// The directory `name` next to the working directory, else in the source tree.
@@ -262,8 +288,25 @@ impl RunPlan {
         if selected.is_empty() {
             return Err(HarnessError::Config(format!("no scenarios in {}", dir.display())));
         }
+        let shard = match &args.shard {
+            Some(s) => Some(s.parse::<scenario::Shard>().map_err(HarnessError::Config)?),
+            None => None,
+        };
         let profile = args.profile.as_str();
-        let scenarios = selected.iter().map(|d| d.resolve(profile)).collect::<Result<Vec<_>, _>>()?;
+        let mut scenarios = selected.iter().map(|d| d.resolve(profile)).collect::<Result<Vec<_>, _>>()?;
+        if let Some(sh) = shard {
+            for sc in &mut scenarios {
+                sc.shard = sh;
+                // A shard with nothing to do would measure nothing: say so before starting.
+                if sc.def.load.model == scenario::Model::Closed && sc.shard_users() == 0 {
+                    return Err(HarnessError::Config(format!(
+                        "--shard {sh}: scenario {} has only {} users, none left for this shard",
+                        sc.def.name,
+                        sc.users.unwrap_or(1)
+                    )));
+                }
+            }
+        }
         let mode = match &args.target {
             Some(t) => {
                 let t = t.trim_end_matches('/').to_string();
@@ -280,6 +323,11 @@ impl RunPlan {
                 },
             },
         };
+        if args.replicas > 1 && matches!(mode, Mode::External { .. }) {
+            return Err(HarnessError::Config(
+                "--replicas starts servers, so it needs embedded mode: drop --target".into(),
+            ));
+        }
         if let Some(b) = &args.baseline
             && !b.join(crate::report::summary::FILE).is_file()
         {
@@ -331,6 +379,8 @@ impl RunPlan {
             drain: Duration::from_secs(args.drain_s),
             ready_timeout: Duration::from_secs(args.ready_timeout_s.max(1)),
             progress: !args.quiet,
+            shard,
+            replicas: args.replicas as usize,
         })
     }
 }

@@ -42,6 +42,10 @@ pub enum EmbeddedError {
     Interrupted,
 }
 
+/// Settings every server of a `--replicas N` run gets (N > 1): the ACME limiters' shared
+/// PostgreSQL backend, so all replicas draw on one budget per account.
+pub const REPLICA_SETTINGS: &[(&str, &str)] = &[("CERTCTL_RATELIMIT_BACKEND", "postgres")];
+
 /// Server settings of the embedded mode (each overridable from the environment).
 pub const SERVER_DEFAULTS: &[(&str, &str)] = &[
     // The per-key limiter would otherwise dominate what we measure.
@@ -94,18 +98,26 @@ pub struct EmbeddedOptions {
     pub api_key: String,
     /// How long to wait for `/ready`.
     pub ready_timeout: Duration,
+    /// Servers to start on the one database (`--replicas`; 1 normally).
+    pub replicas: usize,
 }
 
 /// A running cluster + server.
 #[derive(Debug)]
 pub struct Embedded {
     cluster: Option<Cluster>,
-    child: Option<Child>,
-    /// `http://127.0.0.1:<port>`.
+    children: Vec<Child>,
+    /// `http://127.0.0.1:<port>` of the first server.
     pub base_url: String,
+    /// Base URLs of every server (one per replica, in start order).
+    pub base_urls: Vec<String>,
+    /// Pids of every server.
+    pub pids: Vec<u32>,
+    /// `CERTCTL_INSTANCE_ID` of every server.
+    pub instance_ids: Vec<String>,
     /// URL of the server's database.
     pub database_url: String,
-    /// Server pid (for /proc sampling).
+    /// First server's pid (for /proc sampling).
     pub pid: u32,
     /// `postgres --version`.
     pub pg_version: String,
@@ -134,29 +146,19 @@ impl Embedded {
         let database_url = pg_embedded::create_database(&cluster.url("postgres"), "certctl")
             .await
             .map_err(|e| EmbeddedError::Postgres(format!("creating the database: {e}")))?;
-        let port = pg_embedded::free_port().map_err(|e| EmbeddedError::Postgres(e.to_string()))?;
-        let log_path = opts.log_dir.join("server.log");
-        let log = File::create(&log_path).map_err(|source| EmbeddedError::Spawn { bin: log_path.clone(), source })?;
-        let log2 = log.try_clone().map_err(|source| EmbeddedError::Spawn { bin: log_path.clone(), source })?;
-        let mut cmd = Command::new(&opts.server_bin);
-        cmd.env("CERTCTL_DATABASE_URL", &database_url)
-            .env("CERTCTL_SERVER_HOST", "127.0.0.1")
-            .env("CERTCTL_SERVER_PORT", port.to_string())
-            .env("CERTCTL_API_KEYS_NAMED", format!("loadtest:{}:admin", opts.api_key));
+        let replicas = opts.replicas.max(1);
         let mut server_env = std::collections::BTreeMap::new();
-        for (k, v) in SERVER_DEFAULTS {
-            // Defaults only: a CERTCTL_* variable in the harness's environment wins, so the
-            // server can be tuned for an experiment without a code change.
-            if std::env::var_os(k).is_none() {
-                cmd.env(k, v);
-            }
-        }
-        // Record every setting the server sees (secrets excluded) for the summary.
+        // Record every setting the servers see (secrets excluded) for the summary.
         for (k, v) in std::env::vars().filter(|(k, _)| k.starts_with("CERTCTL_")) {
             server_env.insert(k, v);
         }
         for (k, v) in SERVER_DEFAULTS {
             server_env.entry(k.to_string()).or_insert_with(|| v.to_string());
+        }
+        if replicas > 1 {
+            for (k, v) in REPLICA_SETTINGS {
+                server_env.insert(k.to_string(), v.to_string());
+            }
         }
         server_env.retain(|k, _| {
             !matches!(
@@ -166,33 +168,84 @@ impl Embedded {
                     | "CERTCTL_AUTH_SECRET"
                     | "CERTCTL_CONFIG_ENCRYPTION_KEY"
                     | "CERTCTL_SERVER_BIN"
+                    | "CERTCTL_INSTANCE_ID"
             )
         });
+        let mut env = Embedded {
+            pid: 0,
+            pg_version: cluster.version().to_string(),
+            pg_stat_statements: cluster.pg_stat_statements(),
+            durability: cluster.durability(),
+            cluster: Some(cluster),
+            children: Vec::new(),
+            base_url: String::new(),
+            base_urls: Vec::new(),
+            pids: Vec::new(),
+            instance_ids: Vec::new(),
+            database_url,
+            server_env,
+            log_path: opts.log_dir.join("server.log"),
+        };
+        // One at a time: the first server migrates and seeds the database, the others then
+        // boot on a migrated schema instead of racing each other's migrations.
+        for i in 0..replicas {
+            let started = match env.spawn_server(opts, i, replicas) {
+                Ok(()) => env.wait_ready(opts.ready_timeout, &cancelled).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = started {
+                env.teardown();
+                return Err(e);
+            }
+        }
+        Ok(env)
+    }
+
+    /// Spawns server `i` of `replicas` on a free port (log: `server.log`, then `server-2.log`…).
+    fn spawn_server(&mut self, opts: &EmbeddedOptions, i: usize, replicas: usize) -> Result<(), EmbeddedError> {
+        let port = pg_embedded::free_port().map_err(|e| EmbeddedError::Postgres(e.to_string()))?;
+        let log_path =
+            if i == 0 { opts.log_dir.join("server.log") } else { opts.log_dir.join(format!("server-{}.log", i + 1)) };
+        let log = File::create(&log_path).map_err(|source| EmbeddedError::Spawn { bin: log_path.clone(), source })?;
+        let log2 = log.try_clone().map_err(|source| EmbeddedError::Spawn { bin: log_path.clone(), source })?;
+        let mut cmd = Command::new(&opts.server_bin);
+        cmd.env("CERTCTL_DATABASE_URL", &self.database_url)
+            .env("CERTCTL_SERVER_HOST", "127.0.0.1")
+            .env("CERTCTL_SERVER_PORT", port.to_string())
+            .env("CERTCTL_API_KEYS_NAMED", format!("loadtest:{}:admin", opts.api_key));
+        for (k, v) in SERVER_DEFAULTS {
+            // Defaults only: a CERTCTL_* variable in the harness's environment wins, so the
+            // server can be tuned for an experiment without a code change.
+            if std::env::var_os(k).is_none() {
+                cmd.env(k, v);
+            }
+        }
+        if replicas > 1 {
+            // Not overridable: the multi-replica invariants are only meaningful with distinct
+            // instance ids and the shared limiter backend.
+            let id = format!("loadtest-replica-{}", i + 1);
+            cmd.env("CERTCTL_INSTANCE_ID", &id);
+            for (k, v) in REPLICA_SETTINGS {
+                cmd.env(k, v);
+            }
+            self.instance_ids.push(id);
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
             .spawn()
             .map_err(|source| EmbeddedError::Spawn { bin: opts.server_bin.clone(), source })?;
-        let mut env = Embedded {
-            pid: child.id(),
-            pg_version: cluster.version().to_string(),
-            pg_stat_statements: cluster.pg_stat_statements(),
-            durability: cluster.durability(),
-            cluster: Some(cluster),
-            child: Some(child),
-            base_url: format!("http://127.0.0.1:{port}"),
-            database_url,
-            server_env,
-            log_path,
-        };
-        match env.wait_ready(opts.ready_timeout, &cancelled).await {
-            Ok(()) => Ok(env),
-            Err(e) => {
-                env.teardown();
-                Err(e)
-            }
+        let url = format!("http://127.0.0.1:{port}");
+        if i == 0 {
+            self.pid = child.id();
+            self.base_url = url.clone();
         }
+        self.pids.push(child.id());
+        self.base_urls.push(url);
+        self.children.push(child);
+        self.log_path = log_path;
+        Ok(())
     }
 
     async fn wait_ready(&mut self, timeout: Duration, cancelled: &impl Fn() -> bool) -> Result<(), EmbeddedError> {
@@ -200,13 +253,13 @@ impl Embedded {
             .timeout(Duration::from_secs(2))
             .build()
             .map_err(|e| EmbeddedError::NotReady(e.to_string()))?;
-        let url = format!("{}/ready", self.base_url);
+        let url = format!("{}/ready", self.base_urls.last().unwrap_or(&self.base_url));
         let deadline = Instant::now() + timeout;
         loop {
             if cancelled() {
                 return Err(EmbeddedError::Interrupted);
             }
-            if let Some(child) = self.child.as_mut()
+            if let Some(child) = self.children.last_mut()
                 && let Ok(Some(status)) = child.try_wait()
             {
                 return Err(EmbeddedError::NotReady(format!(
@@ -236,12 +289,15 @@ impl Embedded {
             .unwrap_or_default()
     }
 
-    /// Stops the server (SIGTERM, then SIGKILL after 10 s) and the cluster.
+    /// Stops every server (SIGTERM, then SIGKILL after 10 s) and the cluster.
     pub fn teardown(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        // SIGTERM to all first, so the replicas shut down in parallel.
+        for child in &self.children {
             // SIGTERM through kill(1): the workspace forbids the `unsafe` a libc call needs.
             let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for mut child in self.children.drain(..) {
             loop {
                 match child.try_wait() {
                     Ok(Some(_)) => break,

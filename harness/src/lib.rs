@@ -17,6 +17,9 @@
 //!    `summary.json` and the `.hlog`s, then renders `report.md`, `junit.xml` and the charts from
 //!    those files alone.
 //!
+//! `merge` ([`merge`]) adds the histograms of several generators' run directories (`run --shard
+//! I/N`) and writes one run directory through the same [`report`] code.
+//!
 //! [`run`] maps every outcome to an exit code: 0 all seed thresholds held, 1 a threshold or the
 //! regression gate failed, 2 the run could not be carried out.
 
@@ -24,7 +27,9 @@ pub mod cli;
 pub mod embedded;
 pub mod gate;
 pub mod host;
+pub mod merge;
 pub mod metrics;
+pub mod replicas;
 pub mod report;
 mod runner;
 pub mod scenario;
@@ -32,7 +37,7 @@ pub mod seed;
 
 use std::path::{Path, PathBuf};
 
-pub use runner::cancel_flag;
+pub use runner::{cancel_flag, verdict};
 
 /// Anything that stops the harness from doing its job (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +113,7 @@ pub async fn run(cli: cli::Cli) -> Outcome {
         },
         Command::Seed(args) => runner::seed_only(&args).await.unwrap_or_else(Outcome::failed),
         Command::Compare(args) => runner::compare(&args).unwrap_or_else(Outcome::failed),
+        Command::Merge(args) => merge::merge(&args).unwrap_or_else(Outcome::failed),
         Command::Report(args) => match report::render(&args.run_dir) {
             Ok(()) => Outcome {
                 code: 0,

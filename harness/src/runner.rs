@@ -48,7 +48,12 @@ pub fn cancel_flag() -> Arc<AtomicBool> {
 struct Target {
     base_url: String,
     database_url: Option<String>,
-    server_pid: Option<u32>,
+    /// Every server's pid (sampled together).
+    server_pids: Vec<u32>,
+    /// Every server's base URL (one unless `--replicas`).
+    base_urls: Vec<String>,
+    /// Instance ids of the replicas (empty unless `--replicas N`, N > 1).
+    instance_ids: Vec<String>,
     postgres: Option<PostgresInfo>,
     embedded: Option<Embedded>,
     mode: &'static str,
@@ -92,17 +97,26 @@ async fn start_target(plan: &RunPlan, cancel: &Arc<AtomicBool>) -> Result<Target
                 log_dir: plan.out_dir.clone(),
                 api_key: plan.api_key.clone().unwrap_or_default(),
                 ready_timeout: plan.ready_timeout,
+                replicas: plan.replicas,
             };
             let c = cancel.clone();
             let env = Embedded::start(&opts, move || c.load(Ordering::Relaxed)).await.map_err(|e| match e {
                 crate::embedded::EmbeddedError::Interrupted => HarnessError::Interrupted,
                 e => HarnessError::Embedded(e),
             })?;
-            eprintln!("certctl-loadtest: server ready at {} (pid {}), {}", env.base_url, env.pid, env.pg_version);
+            eprintln!(
+                "certctl-loadtest: {} ready at {} (pid {}), {}",
+                if env.base_urls.len() > 1 { "servers" } else { "server" },
+                env.base_urls.join(", "),
+                env.pids.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
+                env.pg_version
+            );
             Ok(Target {
                 base_url: env.base_url.clone(),
                 database_url: Some(env.database_url.clone()),
-                server_pid: Some(env.pid),
+                server_pids: env.pids.clone(),
+                base_urls: env.base_urls.clone(),
+                instance_ids: env.instance_ids.clone(),
                 postgres: Some(PostgresInfo {
                     version: env.pg_version.clone(),
                     durability: env.durability.as_str().to_string(),
@@ -125,7 +139,9 @@ async fn start_target(plan: &RunPlan, cancel: &Arc<AtomicBool>) -> Result<Target
             Ok(Target {
                 base_url: target.clone(),
                 database_url: database_url.clone(),
-                server_pid: None,
+                server_pids: Vec::new(),
+                base_urls: vec![target.clone()],
+                instance_ids: Vec::new(),
                 postgres: None,
                 embedded: None,
                 mode: "external",
@@ -229,8 +245,14 @@ async fn drive(
         pg.pg_stat_statements = pss_status == "available";
     }
 
+    // The database clock bounds the run window of the multi-replica invariants.
+    let window_start = match (&pool, target.instance_ids.len() > 1) {
+        (Some(p), true) => Some(crate::replicas::db_now(p).await?),
+        _ => None,
+    };
     let cfg = EngineConfig {
         base_url: target.base_url.clone(),
+        base_urls: target.base_urls.clone(),
         api_key: plan.api_key.clone(),
         fleet: plan.fleet,
         run_tag: format!("{}{:04x}", chrono::Utc::now().format("%H%M%S"), rand::random::<u16>()),
@@ -285,6 +307,14 @@ async fn drive(
         }
     }
 
+    let replicas = match (&pool, &target.database_url, window_start) {
+        (Some(p), Some(url), Some(from)) => {
+            eprintln!("certctl-loadtest: checking the multi-replica invariants");
+            Some(crate::replicas::check(p, url, from, &target.instance_ids, &target.server_pids).await?)
+        }
+        _ => None,
+    };
+
     let mut summary = Summary {
         schema_version: summary::SCHEMA_VERSION,
         tool: format!("certctl-loadtest {}", env!("CARGO_PKG_VERSION")),
@@ -293,7 +323,8 @@ async fn drive(
         finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         profile: plan.profile.clone(),
         mode: target.mode.into(),
-        target: target.base_url.clone(),
+        // Every server driven (one, or the replicas comma-separated).
+        target: target.base_urls.join(", "),
         server_settings: target.server_env.clone(),
         host: HostInfo::detect(),
         postgres: target.postgres.clone(),
@@ -307,6 +338,9 @@ async fn drive(
             reason: String::new(),
         },
         comparison: None,
+        shard: plan.shard,
+        merged_from: None,
+        replicas,
     };
     summary.verdict = verdict(&summary);
     summary::write(&plan.out_dir, &summary)?;
@@ -335,9 +369,10 @@ async fn run_one(
 ) -> Result<ScenarioSummary, HarnessError> {
     let def = &sc.def;
     eprintln!(
-        "[{}] {} profile: {:.0} s, {} model{}",
+        "[{}] {} profile{}: {:.0} s, {} model{}",
         def.name,
         sc.profile,
+        if sc.shard.count > 1 { format!(", shard {}", sc.shard) } else { String::new() },
         sc.duration.as_secs_f64(),
         if def.load.model == Model::Open { "open" } else { "closed" },
         match def.load.model {
@@ -345,12 +380,12 @@ async fn run_one(
                 ", {}",
                 def.requests
                     .iter()
-                    .zip(&sc.rates)
-                    .map(|(r, x)| format!("{} {x:.1}/s", r.label))
+                    .enumerate()
+                    .map(|(i, r)| format!("{} {:.1}/s", r.label, sc.shard_rate(i)))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            Model::Closed => format!(", {} users, {} ms pause", sc.users.unwrap_or(1), def.load.pause_ms),
+            Model::Closed => format!(", {} users, {} ms pause", sc.shard_users(), def.load.pause_ms),
         }
     );
     let pss_before = match (pool, pss_status == "available") {
@@ -366,7 +401,7 @@ async fn run_one(
         counters_before.insert(m.name.clone(), v);
     }
     let sampled_from = Instant::now();
-    let sampler = sampler::Sampler::start(target.server_pid, pool.cloned(), sampled_from);
+    let sampler = sampler::Sampler::start(target.server_pids.clone(), pool.cloned(), sampled_from);
     let t = Instant::now();
     let run = engine::run_scenario(sc, cfg).await;
     let wall = t.elapsed();
@@ -417,14 +452,14 @@ async fn run_one(
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            let target_rate = (def.load.model == Model::Open).then(|| sc.rates[i]);
+            let target_rate = (def.load.model == Model::Open).then(|| sc.shard_rate(i));
             label_summary(l, run.schedule.get(i).copied().unwrap_or_default(), target_rate, duration_s)
         })
         .collect();
     let thresholds = gate::evaluate(&def.thresholds, &labels, &db_metrics);
     let users = match def.load.model {
         Model::Open => (0..def.requests.len()).map(|i| sc.open_users(i)).sum(),
-        Model::Closed => sc.users.unwrap_or(1),
+        Model::Closed => sc.shard_users(),
     };
     Ok(ScenarioSummary {
         name: def.name.clone(),
@@ -443,7 +478,9 @@ async fn run_one(
     })
 }
 
-fn verdict(s: &Summary) -> Verdict {
+/// A summary's overall verdict: a violated multi-replica invariant, then a failed seed
+/// threshold, then a failed regression gate decide exit code 1 (in that order of reporting).
+pub fn verdict(s: &Summary) -> Verdict {
     let all: Vec<(&str, &gate::ThresholdResult)> =
         s.scenarios.iter().flat_map(|sc| sc.thresholds.iter().map(move |t| (sc.name.as_str(), t))).collect();
     let seed_fail: Vec<_> =
@@ -453,7 +490,11 @@ fn verdict(s: &Summary) -> Verdict {
     let gate_passed = s.comparison.as_ref().map(|c| !c.regressed);
     let seed_held = seed_fail.is_empty();
     let targets_note = format!("{targets_met}/{} project targets met", targets.len());
-    let (exit_code, reason) = if let Some((sc, t)) = seed_fail.first() {
+    let broken: Vec<&summary::Invariant> =
+        s.replicas.iter().flat_map(|r| r.invariants.iter()).filter(|i| !i.held).collect();
+    let (exit_code, reason) = if let Some(inv) = broken.first() {
+        (1, format!("multi-replica invariant violated: {} ({}); {targets_note}", inv.name, inv.detail))
+    } else if let Some((sc, t)) = seed_fail.first() {
         let obs = t.observed.map(|v| format!("{v:.3}")).unwrap_or_default();
         (
             1,
@@ -482,7 +523,7 @@ fn verdict(s: &Summary) -> Verdict {
     }
 }
 
-fn print_table(s: &Summary, dir: &Path) {
+pub(crate) fn print_table(s: &Summary, dir: &Path) {
     println!(
         "\n{:<14} {:<14} {:>10} {:>10} {:>10} {:>9} {:>6} {:>8}",
         "scenario", "label", "p50 ms", "p95 ms", "p99 ms", "err %", "seed", "targets"
@@ -574,5 +615,9 @@ pub fn list(args: &ListArgs) -> Result<Outcome, HarnessError> {
         }
         println!();
     }
+    // The multi-generator workflow is not a scenario property, but `list` is where people look
+    // for how to run things.
+    println!("several generators: `run --shard I/N` on each (started together), then `merge RUN_DIR... --out DIR`");
+    println!("several servers (embedded): `run --replicas N` also checks the multi-replica invariants");
     Ok(Outcome { code: 0, message: String::new(), run_dir: None })
 }

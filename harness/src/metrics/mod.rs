@@ -99,6 +99,11 @@ impl Interval {
     fn new() -> Self {
         Interval { corrected: new_histogram(), service: new_histogram(), errors: 0 }
     }
+
+    /// An interval with nothing recorded (for merging into).
+    pub fn empty() -> Self {
+        Self::new()
+    }
 }
 
 /// Everything recorded for one label.
@@ -131,6 +136,11 @@ impl LabelStats {
             statuses: BTreeMap::new(),
             rate_limited: 0,
         }
+    }
+
+    /// Empty statistics for `label` (what `merge` adds shards' histograms into).
+    pub fn empty(label: &str) -> Self {
+        Self::new(label)
     }
 
     /// Requests recorded.

@@ -60,14 +60,21 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// Starts sampling `pid` and `pool` once a second from `t0`.
-    pub fn start(pid: Option<u32>, pool: Option<PgPool>, t0: Instant) -> Self {
+    /// Starts sampling `pids` (summed: the replicas of a `--replicas N` run are one service)
+    /// and `pool` once a second from `t0`.
+    pub fn start(pids: Vec<u32>, pool: Option<PgPool>, t0: Instant) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = tokio::spawn(async move {
             let tck = clk_tck();
             let mut samples = Vec::new();
-            let mut last = pid.and_then(cpu_ticks).map(|t| (t, Instant::now()));
+            let ticks = |pids: &[u32]| -> Option<u64> {
+                if pids.is_empty() {
+                    return None;
+                }
+                pids.iter().map(|p| cpu_ticks(*p)).sum()
+            };
+            let mut last = ticks(&pids).map(|t| (t, Instant::now()));
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
@@ -75,9 +82,9 @@ impl Sampler {
                 tick.tick().await;
                 let now = Instant::now();
                 let mut s = Sample { t_s: now.saturating_duration_since(t0).as_secs_f64(), ..Sample::default() };
-                if let Some(pid) = pid {
-                    s.rss_bytes = rss_bytes(pid);
-                    if let (Some(t), Some((lt, li))) = (cpu_ticks(pid), last) {
+                if !pids.is_empty() {
+                    s.rss_bytes = pids.iter().map(|p| rss_bytes(*p)).sum();
+                    if let (Some(t), Some((lt, li))) = (ticks(&pids), last) {
                         let dt = now.duration_since(li).as_secs_f64();
                         if dt > 0.0 {
                             s.cpu_percent = Some((t.saturating_sub(lt)) as f64 / tck / dt * 100.0);

@@ -53,6 +53,26 @@ pub fn render(s: &Summary, charts: &[String]) -> String {
             seed.files.join(", ")
         ));
     }
+    if let Some(sh) = &s.shard {
+        o.push_str(&format!("- shard {sh} of the load: combine the shards' run directories with `merge`\n"));
+    }
+    if let Some(runs) = &s.merged_from {
+        // A merged run's percentiles come from the added histograms: say where they came from.
+        let list: Vec<String> = runs
+            .iter()
+            .map(|r| {
+                let sh = r.shard.map(|x| format!("shard {x}, ")).unwrap_or_default();
+                format!("`{}` ({sh}{}, {})", r.dir, r.commit, r.host)
+            })
+            .collect();
+        o.push_str(&format!("- merged from {} runs (histograms added): {}\n", runs.len(), list.join("; ")));
+    }
+    if let Some(r) = &s.replicas {
+        o.push_str(&format!("- {} server replicas on one database; multi-replica invariants:\n", r.count));
+        for i in &r.invariants {
+            o.push_str(&format!("  - {} `{}`: {}\n", if i.held { "held" } else { "**VIOLATED**" }, i.name, i.detail));
+        }
+    }
     o.push_str(&format!("- verdict: **{}** (exit {})\n\n", s.verdict.reason, s.verdict.exit_code));
     o.push_str("Latencies are measured from each request's intended start (open model: coordinated-omission-free); \
                 service time (from the actual start) is in the detail table. Generator, server and database share the host.\n\n");

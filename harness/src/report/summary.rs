@@ -53,6 +53,51 @@ pub struct Summary {
     pub verdict: Verdict,
     /// Regression comparison against `--baseline`, when asked for.
     pub comparison: Option<Comparison>,
+    /// `--shard I/N` of this generator; absent for a whole run. (Optional fields are left
+    /// out rather than `null`, so summaries written before them stay valid.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::scenario::Shard>,
+    /// The runs `merge` built this one from; absent for a run made by `run`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_from: Option<Vec<MergedRun>>,
+    /// `--replicas N`: the servers and the multi-replica invariants checked after the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<Replicas>,
+}
+
+/// Multi-replica facts of a `--replicas N` run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Replicas {
+    /// Servers started on the one database.
+    pub count: usize,
+    /// Every invariant checked, held or not.
+    pub invariants: Vec<Invariant>,
+}
+
+/// One multi-replica invariant.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Invariant {
+    /// Short name, e.g. `job_processed_once`.
+    pub name: String,
+    /// Whether it held.
+    pub held: bool,
+    /// What was counted.
+    pub detail: String,
+}
+
+/// One input of a merged run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MergedRun {
+    /// The run directory as given to `merge`.
+    pub dir: String,
+    /// Its shard, if it was one.
+    pub shard: Option<crate::scenario::Shard>,
+    /// Its commit.
+    pub commit: String,
+    /// Its start, RFC 3339 UTC.
+    pub started_at: String,
+    /// Its host's CPU model and core count, e.g. `AMD EPYC (2 cores)`.
+    pub host: String,
 }
 
 /// PostgreSQL facts.

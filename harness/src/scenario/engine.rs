@@ -42,6 +42,9 @@ pub enum EngineError {
 pub struct EngineConfig {
     /// Base URL of the server, e.g. `http://127.0.0.1:8443`.
     pub base_url: String,
+    /// With `--replicas N`: every server's base URL; requests go round-robin over them by
+    /// sequence number (empty or one entry: everything goes to `base_url`).
+    pub base_urls: Vec<String>,
     /// Admin API key for `auth = "api_key"`.
     pub api_key: Option<String>,
     /// Fleet sizes for the templates.
@@ -96,8 +99,11 @@ struct Shared {
     requests: Vec<RequestDef>,
     recorder: Arc<Recorder>,
     model: Model,
-    /// Open model: (rate, planned) per request.
+    /// Open model: (full rate, slots of the whole schedule) per request; the schedule takes
+    /// this shard's slice of it.
     plan: Vec<(f64, u64)>,
+    /// Which slice of the load this generator runs.
+    shard: super::Shard,
     duration: Duration,
     /// Open model: schedule per request, built when the start is released.
     schedules: OnceLock<Vec<Arc<Schedule>>>,
@@ -128,7 +134,14 @@ impl Shared {
                 self.plan
                     .iter()
                     .map(|&(rate, planned)| {
-                        Arc::new(Schedule::new(t0, rate, planned, self.cfg.drain, self.cfg.late_tolerance))
+                        Arc::new(Schedule::sharded(
+                            t0,
+                            rate,
+                            planned,
+                            self.cfg.drain,
+                            self.cfg.late_tolerance,
+                            self.shard,
+                        ))
                     })
                     .collect(),
             );
@@ -172,7 +185,7 @@ pub async fn run_scenario(sc: &ResolvedScenario, cfg: &EngineConfig) -> Result<S
     let labels: Vec<String> = def.requests.iter().map(|r| r.label.clone()).collect();
     let user_counts: Vec<usize> = match def.load.model {
         Model::Open => (0..def.requests.len()).map(|i| sc.open_users(i)).collect(),
-        Model::Closed => vec![sc.users.unwrap_or(1).max(1)],
+        Model::Closed => vec![sc.shard_users().max(1)],
     };
     let total_users: usize = user_counts.iter().sum();
     let launch_rate = 2000usize;
@@ -182,7 +195,8 @@ pub async fn run_scenario(sc: &ResolvedScenario, cfg: &EngineConfig) -> Result<S
         requests: def.requests.clone(),
         recorder: recorder.clone(),
         model: def.load.model,
-        plan: (0..def.requests.len()).map(|i| (sc.rates.get(i).copied().unwrap_or(0.0), sc.planned(i))).collect(),
+        plan: (0..def.requests.len()).map(|i| (sc.rates.get(i).copied().unwrap_or(0.0), sc.planned_all(i))).collect(),
+        shard: sc.shard,
         duration: sc.duration,
         schedules: OnceLock::new(),
         seqs: def.requests.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -303,7 +317,10 @@ async fn closed_loop(user: &mut GooseUser, st: Arc<Shared>) -> TransactionResult
             if st.cfg.cancel.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            let seq = st.seqs[i].fetch_add(1, Ordering::Relaxed);
+            // Shards interleave their sequence numbers so their template values (fleet ids,
+            // batches) stay disjoint, as one generator's would be.
+            let local = st.seqs[i].fetch_add(1, Ordering::Relaxed);
+            let seq = local * u64::from(st.shard.count.max(1)) + st.shard.offset();
             // A closed model has no schedule: the intended start is the actual start, so
             // corrected and service time coincide.
             let started = Instant::now();
@@ -330,7 +347,14 @@ fn goose_method(m: Method) -> GooseMethod {
 async fn fire(user: &mut GooseUser, st: &Shared, i: usize, seq: u64, intended: Instant, started: Instant) {
     let Some(req) = st.requests.get(i) else { return };
     let ctx = Context { seq, run: &st.cfg.run_tag, fleet: st.cfg.fleet, batch: req.batch.unwrap_or(100) };
-    let path = template::expand(&req.path, &ctx);
+    let mut path = template::expand(&req.path, &ctx);
+    if st.cfg.base_urls.len() > 1 {
+        // An absolute URL overrides goose's host, so consecutive requests land on
+        // consecutive replicas.
+        if let Some(base) = st.cfg.base_urls.get((seq % st.cfg.base_urls.len() as u64) as usize) {
+            path = format!("{base}{path}");
+        }
+    }
     let method = goose_method(req.method);
     let (outcome, rate_limited) = match user.get_request_builder(&method, &path) {
         Err(_) => (Outcome::Transport, false),

@@ -268,8 +268,73 @@ pub struct ResolvedScenario {
     pub duration: Duration,
     /// Closed model: users. Open model: per-label pool override.
     pub users: Option<usize>,
-    /// Open model: arrivals per second per request (same order as `def.requests`).
+    /// Open model: arrivals per second per request of the *whole* load (same order as
+    /// `def.requests`); a shard runs its slice of this schedule (see [`Shard`]).
     pub rates: Vec<f64>,
+    /// Which slice of the load this generator runs (1/1 unless `--shard`).
+    pub shard: Shard,
+}
+
+/// `--shard I/N`: this generator runs the I-th of N slices of the load.
+///
+/// Open model: shard I takes the slots i ≡ I−1 (mod N) of the full-rate schedule, so each shard
+/// offers rate/N and the N shards together offer exactly the one-generator arrival schedule
+/// (same due times, no slot twice). Closed model: users/N each, the remainder going to the first
+/// shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// 1-based index I.
+    pub index: u32,
+    /// Number of shards N.
+    pub count: u32,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Shard { index: 1, count: 1 }
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("--shard must be I/N with 1 <= I <= N, got {s:?}");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let index: u32 = i.trim().parse().map_err(|_| bad())?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        if index == 0 || count == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl Shard {
+    /// Residue class of this shard's slots (I−1).
+    pub fn offset(&self) -> u64 {
+        u64::from(self.index.saturating_sub(1))
+    }
+
+    /// How many of the slots `0..total` fall to this shard (those ≡ I−1 mod N).
+    pub fn slots_of(&self, total: u64) -> u64 {
+        let (r, n) = (self.offset(), u64::from(self.count.max(1)));
+        if total <= r { 0 } else { (total - r).div_ceil(n) }
+    }
+
+    /// This shard's share of `users` closed-model users: users/N, plus one for the first
+    /// users mod N shards.
+    pub fn users_of(&self, users: usize) -> usize {
+        let n = self.count.max(1) as usize;
+        let i = self.index.saturating_sub(1) as usize;
+        users / n + usize::from(i < users % n)
+    }
 }
 
 impl ResolvedScenario {
@@ -279,14 +344,29 @@ impl ResolvedScenario {
         if let Some(u) = self.users {
             return u.max(1);
         }
-        let rate = self.rates.get(i).copied().unwrap_or(1.0);
+        let rate = self.shard_rate(i).max(1e-9);
         ((rate * 2.0).ceil() as usize).clamp(8, 2000)
     }
 
-    /// Requests the schedule plans for request `i` (open model).
-    pub fn planned(&self, i: usize) -> u64 {
+    /// Slots of the whole (all-shard) schedule for request `i` (open model).
+    pub fn planned_all(&self, i: usize) -> u64 {
         let rate = self.rates.get(i).copied().unwrap_or(0.0);
         (rate * self.duration.as_secs_f64()).round() as u64
+    }
+
+    /// Requests this shard's schedule plans for request `i` (open model).
+    pub fn planned(&self, i: usize) -> u64 {
+        self.shard.slots_of(self.planned_all(i))
+    }
+
+    /// This shard's arrival rate for request `i` (open model): rate/N.
+    pub fn shard_rate(&self, i: usize) -> f64 {
+        self.rates.get(i).copied().unwrap_or(0.0) / f64::from(self.shard.count.max(1))
+    }
+
+    /// Closed-model users this shard runs.
+    pub fn shard_users(&self) -> usize {
+        self.shard.users_of(self.users.unwrap_or(1))
     }
 }
 
@@ -379,6 +459,7 @@ impl ScenarioDef {
             duration: Duration::from_secs_f64(o.duration_s.unwrap_or(self.load.duration_s)),
             users: o.users.or(self.load.users),
             rates: self.requests.iter().map(|r| r.rate.unwrap_or(0.0) * factor).collect(),
+            shard: Shard::default(),
         })
     }
 }
@@ -420,6 +501,25 @@ pub fn select(all: &[ScenarioDef], names: &[String]) -> Result<Vec<ScenarioDef>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn closed_users_are_split_with_the_remainder_on_the_first_shards() {
+        let split = |n: u32| (1..=n).map(|index| Shard { index, count: n }.users_of(200)).collect::<Vec<_>>();
+        assert_eq!(split(3), vec![67, 67, 66]);
+        assert_eq!(split(1), vec![200]);
+        assert_eq!((1..=7).map(|index| Shard { index, count: 7 }.users_of(200)).sum::<usize>(), 200);
+    }
+
+    #[test]
+    fn a_shard_parses_only_as_i_over_n_with_i_in_1_to_n() {
+        assert_eq!("2/3".parse::<Shard>(), Ok(Shard { index: 2, count: 3 }));
+        for bad in ["0/2", "3/2", "x/y", "1", "1/0", "-1/2", ""] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+        assert_eq!(Shard { index: 1, count: 2 }.slots_of(5), 3);
+        assert_eq!(Shard { index: 2, count: 2 }.slots_of(5), 2);
+        assert_eq!(Shard { index: 3, count: 3 }.slots_of(2), 0);
+    }
 
     const MINIMAL: &str = r#"
 name = "t"

@@ -18,6 +18,9 @@ pub struct Schedule {
     total: u64,
     hard_stop: Instant,
     next: AtomicU64,
+    /// Sharding: local slot k is global slot `offset + k * stride` of the full-rate schedule.
+    offset: u64,
+    stride: u64,
     issued: AtomicU64,
     late: AtomicU64,
     tolerance: Duration,
@@ -36,14 +39,30 @@ impl Schedule {
     /// `total` slots at `rate` per second from `start`. Slots not issued by `start + total/rate +
     /// drain` are dropped; a start later than `due + tolerance` is late.
     pub fn new(start: Instant, rate: f64, total: u64, drain: Duration, tolerance: Duration) -> Self {
+        Self::sharded(start, rate, total, drain, tolerance, crate::scenario::Shard::default())
+    }
+
+    /// The `shard`'s slice of a `total`-slot schedule at `rate`: the slots i ≡ I−1 (mod N), at
+    /// their full-schedule due times, so N shards started together offer the one-generator
+    /// schedule. [`Slot::index`] is the global slot index (templates stay disjoint across shards).
+    pub fn sharded(
+        start: Instant,
+        rate: f64,
+        total: u64,
+        drain: Duration,
+        tolerance: Duration,
+        shard: crate::scenario::Shard,
+    ) -> Self {
         let interval_ns = if rate > 0.0 { 1e9 / rate } else { 0.0 };
         let span = Duration::from_nanos((interval_ns * total as f64) as u64);
         Schedule {
             start,
             interval_ns,
-            total,
+            total: shard.slots_of(total),
             hard_stop: start + span + drain,
             next: AtomicU64::new(0),
+            offset: shard.offset(),
+            stride: u64::from(shard.count.max(1)),
             issued: AtomicU64::new(0),
             late: AtomicU64::new(0),
             tolerance,
@@ -61,11 +80,12 @@ impl Schedule {
         if now > self.hard_stop {
             return None;
         }
-        let index = self.next.fetch_add(1, Ordering::Relaxed);
-        if index >= self.total {
+        let local = self.next.fetch_add(1, Ordering::Relaxed);
+        if local >= self.total {
             // Leave the counter saturated-ish; only `issued` is reported.
             return None;
         }
+        let index = self.offset + local * self.stride;
         Some(Slot { index, due: self.due(index) })
     }
 
@@ -80,7 +100,7 @@ impl Schedule {
         late
     }
 
-    /// Planned slots.
+    /// Planned slots (this shard's).
     pub fn total(&self) -> u64 {
         self.total
     }
@@ -132,6 +152,26 @@ mod tests {
         assert_eq!(s.issued(), 50);
         assert_eq!(s.dropped(), 0);
         assert_eq!(s.late(), 0);
+    }
+
+    #[test]
+    fn shards_together_claim_exactly_the_one_generator_schedule() {
+        use crate::scenario::Shard;
+        let t0 = Instant::now();
+        let whole = Schedule::new(t0, 50.0, 103, Duration::from_secs(1), Duration::from_millis(10));
+        let mut want: Vec<(u64, Instant)> = std::iter::from_fn(|| whole.claim(t0)).map(|s| (s.index, s.due)).collect();
+        let mut got = Vec::new();
+        for index in 1..=3 {
+            let shard = Shard { index, count: 3 };
+            let s = Schedule::sharded(t0, 50.0, 103, Duration::from_secs(1), Duration::from_millis(10), shard);
+            let mine: Vec<_> = std::iter::from_fn(|| s.claim(t0)).map(|s| (s.index, s.due)).collect();
+            assert_eq!(mine.len() as u64, shard.slots_of(103));
+            assert!(mine.iter().all(|(i, _)| i % 3 == u64::from(index - 1)));
+            got.extend(mine);
+        }
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -101,3 +101,89 @@ async fn a_missing_server_binary_exits_2_and_says_how_to_build_it() {
     assert_eq!(o.code, 2);
     assert!(o.message.contains("cargo build --workspace"), "{}", o.message);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_the_load_and_hold_the_multi_replica_invariants() {
+    let root = tempfile::tempdir().unwrap();
+    let sdir = root.path().join("scenarios");
+    std::fs::create_dir_all(&sdir).unwrap();
+    // Bulk renewals of a small fleet: jobs the two replicas' processors race to claim.
+    std::fs::write(
+        sdir.join("renew.toml"),
+        r#"
+name = "renew"
+description = "bulk renewals spread over two replicas"
+fixtures = ["01_bulk_renewal_certs.sql"]
+[load]
+model = "open"
+duration_s = 4
+[[requests]]
+label = "bulk_renew"
+method = "POST"
+path = "/api/v1/certificates/bulk-renew"
+auth = "api_key"
+body = '{"certificate_ids": {cert_batch}}'
+batch = 10
+rate = 4
+expect = [200]
+check_json_field = "total_matched"
+[[thresholds]]
+set = "seed"
+label = "bulk_renew"
+metric = "error_rate"
+max = 0.01
+[profiles.smoke]
+"#,
+    )
+    .unwrap();
+    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../seeds");
+    let out = root.path().join("run");
+    let o = {
+        let _g = support::lock().await;
+        certctl_loadtest::run_args([
+            "certctl-loadtest",
+            "run",
+            "--scenarios-dir",
+            sdir.to_str().unwrap(),
+            "--seeds-dir",
+            seeds.to_str().unwrap(),
+            "--certs",
+            "200",
+            "--replicas",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+        ])
+        .await
+    };
+    if o.message.contains("certctl-server binary not found") {
+        eprintln!("skipped: {}", o.message);
+        return;
+    }
+    assert_eq!(o.code, 0, "{}", o.message);
+    let s = support::summary(&out);
+    assert_eq!(s["replicas"]["count"], 2);
+    let inv = s["replicas"]["invariants"].as_array().unwrap();
+    let names: Vec<&str> = inv.iter().map(|i| i["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["job_processed_once", "renewed_once_per_job", "replicas_share_the_limiter", "shared_rate_limit_exact"]
+    );
+    for i in inv {
+        eprintln!("{}: {}", i["name"], i["detail"]);
+        assert_eq!(i["held"], true, "{}: {}", i["name"], i["detail"]);
+    }
+    assert!(inv[3]["detail"].as_str().unwrap().contains("admitted 10,"), "{}", inv[3]["detail"]);
+    assert!(out.join("server.log").is_file() && out.join("server-2.log").is_file());
+    assert_eq!(s["server_settings"]["CERTCTL_RATELIMIT_BACKEND"], "postgres");
+    crate::scale::validate(&s);
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("held `shared_rate_limit_exact`"), "{report}");
+    // Both servers were torn down.
+    let targets: Vec<&str> = s["target"].as_str().unwrap().split(", ").collect();
+    assert_eq!(targets.len(), 2, "{targets:?}");
+    for url in targets {
+        assert!(reqwest::Client::new().get(format!("{url}/health")).send().await.is_err(), "{url} still up");
+    }
+}

@@ -11,4 +11,5 @@ mod compare;
 mod embedded;
 mod exit_codes;
 mod measurement;
+mod scale;
 mod seeds;
