@@ -14,7 +14,7 @@ use crate::cli::{CompareArgs, ListArgs, Mode, RunPlan, SeedArgs, default_dir};
 use crate::embedded::{Embedded, EmbeddedOptions};
 use crate::gate::{self, NoiseFloor, ThresholdVerdict};
 use crate::host::{HostInfo, git_commit};
-use crate::metrics::{hlog, sampler};
+use crate::metrics::{fleet, hlog, sampler};
 use crate::report::summary::{
     self, PgStatStatements, PostgresInfo, Resources, ScenarioSummary, StatementDelta, Summary, Verdict,
 };
@@ -367,10 +367,18 @@ async fn run_one(
     }
     let sampled_from = Instant::now();
     let sampler = sampler::Sampler::start(target.server_pid, pool.cloned(), sampled_from);
+    let fleet_sampler = match (&def.fleet_renewal, pool) {
+        (Some(f), Some(p)) => Some(fleet::CounterSampler::start(p.clone(), f.counter_sql.clone(), sampled_from)),
+        _ => None,
+    };
     let t = Instant::now();
     let run = engine::run_scenario(sc, cfg).await;
     let wall = t.elapsed();
     let mut samples = sampler.stop().await;
+    let fleet_readings = match fleet_sampler {
+        Some(f) => Some(f.stop().await),
+        None => None,
+    };
     let run = run?;
     // Sampling starts before goose launches its users; shift the samples onto the scenario's
     // time zero so they line up with the latency intervals (launch-time samples go negative).
@@ -378,6 +386,13 @@ async fn run_one(
     for s in &mut samples {
         s.t_s -= shift;
     }
+    let fleet_renewal = def.fleet_renewal.as_ref().map(|f| match &fleet_readings {
+        Some(r) => {
+            let shifted: Vec<(f64, i64)> = r.iter().map(|&(t, v)| (t - shift, v)).collect();
+            fleet::summarize(&shifted, f.window_s)
+        }
+        None => fleet::FleetRenewal::unavailable("no database connection (give --database-url)", f.window_s),
+    });
     let mut db_metrics = BTreeMap::new();
     for m in &def.db_metrics {
         let after = match pool {
@@ -421,7 +436,11 @@ async fn run_one(
             label_summary(l, run.schedule.get(i).copied().unwrap_or_default(), target_rate, duration_s)
         })
         .collect();
-    let thresholds = gate::evaluate(&def.thresholds, &labels, &db_metrics);
+    let mut scenario_metrics = db_metrics.clone();
+    if let Some(f) = &fleet_renewal {
+        scenario_metrics.insert(fleet::FLEET_RENEWAL_RATE.into(), f.judged_rate());
+    }
+    let thresholds = gate::evaluate(&def.thresholds, &labels, &scenario_metrics);
     let users = match def.load.model {
         Model::Open => (0..def.requests.len()).map(|i| sc.open_users(i)).sum(),
         Model::Closed => sc.users.unwrap_or(1),
@@ -440,6 +459,7 @@ async fn run_one(
         thresholds,
         resources: Resources { peaks: sampler::peaks(&samples), samples },
         pg_stat_statements: pss,
+        fleet_renewal,
     })
 }
 

@@ -53,6 +53,10 @@ pub fn render_all(dir: &Path, s: &Summary, spectra: &Spectra) -> Result<Vec<Stri
             let name = format!("{}-resources", sc.name);
             draw_both(dir, &name, (1000, 600), &mut files, |root| resources(root, sc))?;
         }
+        if sc.fleet_renewal.as_ref().is_some_and(|f| !f.series.is_empty()) {
+            let name = format!("{}-fleet-renewal", sc.name);
+            draw_both(dir, &name, (1000, 500), &mut files, |root| fleet_renewal(root, sc))?;
+        }
     }
     Ok(files)
 }
@@ -364,6 +368,49 @@ fn resources(root: DrawingArea<DynBackend<'_>, Shift>, sc: &ScenarioSummary) -> 
         .map_err(e)?
         .label("DB connections")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PALETTE[2].stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)
+}
+
+/// Fleet renewals per second over time, with the judged moving-average window's level.
+fn fleet_renewal(root: DrawingArea<DynBackend<'_>, Shift>, sc: &ScenarioSummary) -> Res {
+    root.fill(&WHITE).map_err(e)?;
+    let Some(f) = &sc.fleet_renewal else { return root.present().map_err(e) };
+    let pts: Vec<(f64, f64)> = f.series.iter().map(|p| (p.t_s, p.per_s)).collect();
+    let tmax = pts.iter().map(|p| p.0).fold(1.0f64, f64::max);
+    let tmin = pts.iter().map(|p| p.0).fold(0.0f64, f64::min);
+    let ymax = pts.iter().map(|p| p.1).fold(f.peak_window_avg_per_s, f64::max).max(1.0) * 1.15;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("{} — fleet renewals per second", sc.name), ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(tmin..tmax, 0f64..ymax)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since start")
+        .y_desc("certificate versions/s")
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(e)?;
+    chart
+        .draw_series(LineSeries::new(pts, PALETTE[0].stroke_width(2)))
+        .map_err(e)?
+        .label("renewals/s (1-s)")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PALETTE[0].stroke_width(2)));
+    let level = f.peak_window_avg_per_s;
+    chart
+        .draw_series(LineSeries::new(vec![(tmin, level), (tmax, level)], PALETTE[1].stroke_width(1)))
+        .map_err(e)?
+        .label(format!("peak {}-s average {level:.0}/s", f.window_s))
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PALETTE[1].stroke_width(1)));
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))

@@ -82,6 +82,10 @@ pub struct ScenarioDef {
     /// Counters read from the database before and after the load, reported as rates.
     #[serde(default)]
     pub db_metrics: Vec<DbMetricDef>,
+    /// Fleet renewal rate sampled at 1 Hz during the load (see [`crate::metrics::fleet`]);
+    /// enables the `_scenario` threshold metric `fleet_renewal_rate`.
+    #[serde(default)]
+    pub fleet_renewal: Option<FleetRenewalDef>,
     /// Per-profile overrides (`smoke`, `ci`, `scale`).
     #[serde(default)]
     pub profiles: BTreeMap<String, ProfileOverride>,
@@ -242,6 +246,21 @@ pub struct DbMetricDef {
     pub counter_sql: String,
 }
 
+/// The `[fleet_renewal]` table: what to count, and the window of the judged moving average.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetRenewalDef {
+    /// `SELECT` returning one `bigint`: the fleet's certificate versions so far.
+    pub counter_sql: String,
+    /// Window of the moving average judged as `fleet_renewal_rate`, seconds.
+    #[serde(default = "default_fleet_window")]
+    pub window_s: u32,
+}
+
+fn default_fleet_window() -> u32 {
+    5
+}
+
 /// Profile overrides.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -350,12 +369,16 @@ impl ScenarioDef {
             }
             let ok = if t.label == SCENARIO_LABEL {
                 db_names.contains(t.metric.as_str())
+                    || (self.fleet_renewal.is_some() && t.metric == crate::metrics::fleet::FLEET_RENEWAL_RATE)
             } else {
                 labels.contains(t.label.as_str()) && LABEL_METRICS.contains(&t.metric.as_str())
             };
             if !ok {
                 return Err(self.invalid(format!("threshold names unknown label/metric {} {}", t.label, t.metric)));
             }
+        }
+        if self.fleet_renewal.as_ref().is_some_and(|f| f.window_s == 0) {
+            return Err(self.invalid("fleet_renewal.window_s must be > 0"));
         }
         for (name, p) in &self.profiles {
             if p.duration_s.is_some_and(|d| !positive(d)) || p.rate_factor.is_some_and(|f| !positive(f)) {
