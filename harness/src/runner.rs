@@ -20,7 +20,7 @@ use crate::report::summary::{
 };
 use crate::report::{self, label_summary};
 use crate::scenario::engine::{self, EngineConfig};
-use crate::scenario::{self, Model, ResolvedScenario, ThresholdSet};
+use crate::scenario::{self, Model, ResolvedScenario, ThresholdSet, scheduler_throughput};
 use crate::seed::{self, SeedReport};
 use crate::{HarnessError, Outcome};
 
@@ -334,25 +334,35 @@ async fn run_one(
     pss_status: &str,
 ) -> Result<ScenarioSummary, HarnessError> {
     let def = &sc.def;
-    eprintln!(
-        "[{}] {} profile: {:.0} s, {} model{}",
-        def.name,
-        sc.profile,
-        sc.duration.as_secs_f64(),
-        if def.load.model == Model::Open { "open" } else { "closed" },
-        match def.load.model {
-            Model::Open => format!(
-                ", {}",
-                def.requests
-                    .iter()
-                    .zip(&sc.rates)
-                    .map(|(r, x)| format!("{} {x:.1}/s", r.label))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Model::Closed => format!(", {} users, {} ms pause", sc.users.unwrap_or(1), def.load.pause_ms),
-        }
-    );
+    if let Some(st) = &def.scheduler_throughput {
+        eprintln!(
+            "[{}] {} profile: one bulk renew of {} fleet certificates, time limit {:.0} s",
+            def.name,
+            sc.profile,
+            st.certs_for(&sc.profile, plan.fleet.certs),
+            sc.duration.as_secs_f64()
+        );
+    } else {
+        eprintln!(
+            "[{}] {} profile: {:.0} s, {} model{}",
+            def.name,
+            sc.profile,
+            sc.duration.as_secs_f64(),
+            if def.load.model == Model::Open { "open" } else { "closed" },
+            match def.load.model {
+                Model::Open => format!(
+                    ", {}",
+                    def.requests
+                        .iter()
+                        .zip(&sc.rates)
+                        .map(|(r, x)| format!("{} {x:.1}/s", r.label))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Model::Closed => format!(", {} users, {} ms pause", sc.users.unwrap_or(1), def.load.pause_ms),
+            }
+        );
+    }
     let pss_before = match (pool, pss_status == "available") {
         (Some(p), true) => pss_snapshot(p).await,
         _ => None,
@@ -372,7 +382,13 @@ async fn run_one(
         _ => None,
     };
     let t = Instant::now();
-    let run = engine::run_scenario(sc, cfg).await;
+    let (run, throughput) = match &def.scheduler_throughput {
+        Some(d) => match scheduler_throughput::run(sc, d, cfg, pool).await {
+            Ok((r, st)) => (Ok(r), Some(st)),
+            Err(e) => (Err(HarnessError::Target(e.to_string())), None),
+        },
+        None => (engine::run_scenario(sc, cfg).await.map_err(HarnessError::from), None),
+    };
     let wall = t.elapsed();
     let mut samples = sampler.stop().await;
     let fleet_readings = match fleet_sampler {
@@ -432,13 +448,17 @@ async fn run_one(
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            let target_rate = (def.load.model == Model::Open).then(|| sc.rates[i]);
+            // A [scheduler_throughput] scenario's one call has no planned rate.
+            let target_rate = sc.rates.get(i).copied().filter(|_| def.load.model == Model::Open);
             label_summary(l, run.schedule.get(i).copied().unwrap_or_default(), target_rate, duration_s)
         })
         .collect();
     let mut scenario_metrics = db_metrics.clone();
     if let Some(f) = &fleet_renewal {
         scenario_metrics.insert(fleet::FLEET_RENEWAL_RATE.into(), f.judged_rate());
+    }
+    if let Some(st) = &throughput {
+        scenario_metrics.extend(st.metrics());
     }
     let thresholds = gate::evaluate(&def.thresholds, &labels, &scenario_metrics);
     let users = match def.load.model {
@@ -448,7 +468,14 @@ async fn run_one(
     Ok(ScenarioSummary {
         name: def.name.clone(),
         description: def.description.clone(),
-        model: if def.load.model == Model::Open { "open" } else { "closed" }.into(),
+        model: if throughput.is_some() {
+            "drain"
+        } else if def.load.model == Model::Open {
+            "open"
+        } else {
+            "closed"
+        }
+        .into(),
         duration_s,
         elapsed_s: run.elapsed.as_secs_f64(),
         users,
@@ -460,6 +487,7 @@ async fn run_one(
         resources: Resources { peaks: sampler::peaks(&samples), samples },
         pg_stat_statements: pss,
         fleet_renewal,
+        scheduler_throughput: throughput,
     })
 }
 
@@ -568,15 +596,19 @@ pub fn list(args: &ListArgs) -> Result<Outcome, HarnessError> {
         println!("  fixtures: {}", if d.fixtures.is_empty() { "none".into() } else { d.fixtures.join(", ") });
         for p in ["smoke", "ci", "scale"] {
             if let Ok(r) = d.resolve(p) {
-                let load = match d.load.model {
-                    Model::Open => d
+                let load = match (&d.scheduler_throughput, d.load.model) {
+                    (Some(st), _) => format!(
+                        "one bulk renew of {} fleet certificates (time limit)",
+                        st.certs_for(p, scenario::template::Fleet::default().certs)
+                    ),
+                    (None, Model::Open) => d
                         .requests
                         .iter()
                         .zip(&r.rates)
                         .map(|(q, x)| format!("{} {x:.0}/s", q.label))
                         .collect::<Vec<_>>()
                         .join(", "),
-                    Model::Closed => format!("{} users, {} ms pause", r.users.unwrap_or(1), d.load.pause_ms),
+                    (None, Model::Closed) => format!("{} users, {} ms pause", r.users.unwrap_or(1), d.load.pause_ms),
                 };
                 println!("  profile {p:<5}: {:>4.0} s, {load}", r.duration.as_secs_f64());
             }

@@ -99,6 +99,9 @@ pub struct ScenarioSummary {
     /// in summaries written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fleet_renewal: Option<crate::metrics::fleet::FleetRenewal>,
+    /// Scheduler throughput, for `[scheduler_throughput]` scenarios (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_throughput: Option<crate::scenario::scheduler_throughput::SchedulerThroughput>,
 }
 
 /// One request label.

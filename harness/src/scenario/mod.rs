@@ -13,6 +13,7 @@
 
 pub mod engine;
 pub mod schedule;
+pub mod scheduler_throughput;
 pub mod template;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -74,7 +75,8 @@ pub struct ScenarioDef {
     pub fixtures: Vec<String>,
     /// How load is offered.
     pub load: LoadDef,
-    /// The requests, each with its own label.
+    /// The requests, each with its own label (none in a `[scheduler_throughput]` scenario).
+    #[serde(default)]
     pub requests: Vec<RequestDef>,
     /// Seed thresholds and project targets.
     #[serde(default)]
@@ -86,6 +88,10 @@ pub struct ScenarioDef {
     /// enables the `_scenario` threshold metric `fleet_renewal_rate`.
     #[serde(default)]
     pub fleet_renewal: Option<FleetRenewalDef>,
+    /// Instead of a goose load: one bulk renew of the whole fleet, timed until every job has
+    /// ended (see [`scheduler_throughput`]); `load.duration_s` is then the time limit.
+    #[serde(default)]
+    pub scheduler_throughput: Option<scheduler_throughput::SchedulerThroughputDef>,
     /// Per-profile overrides (`smoke`, `ci`, `scale`).
     #[serde(default)]
     pub profiles: BTreeMap<String, ProfileOverride>,
@@ -332,8 +338,10 @@ impl ScenarioDef {
     }
 
     fn validate(&self) -> Result<(), ScenarioError> {
-        if self.requests.is_empty() {
-            return Err(self.invalid("no [[requests]]"));
+        match (self.requests.is_empty(), self.scheduler_throughput.is_some()) {
+            (true, false) => return Err(self.invalid("no [[requests]]")),
+            (false, true) => return Err(self.invalid("[scheduler_throughput] makes its own call: no [[requests]]")),
+            _ => {}
         }
         if !positive(self.load.duration_s) {
             return Err(self.invalid("load.duration_s must be > 0"));
@@ -370,6 +378,8 @@ impl ScenarioDef {
             let ok = if t.label == SCENARIO_LABEL {
                 db_names.contains(t.metric.as_str())
                     || (self.fleet_renewal.is_some() && t.metric == crate::metrics::fleet::FLEET_RENEWAL_RATE)
+                    || (self.scheduler_throughput.is_some()
+                        && scheduler_throughput::METRICS.contains(&t.metric.as_str()))
             } else {
                 labels.contains(t.label.as_str()) && LABEL_METRICS.contains(&t.metric.as_str())
             };
