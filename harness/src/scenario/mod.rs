@@ -494,11 +494,33 @@ rate_factor = 0.5
     }
 
     #[test]
+    fn fleet_renewal_rate_is_a_threshold_metric_only_with_a_fleet_renewal_table() {
+        let with_threshold = format!(
+            "{MINIMAL}[[thresholds]]\nset = \"target\"\nlabel = \"_scenario\"\nmetric = \"fleet_renewal_rate\"\nmin = 500\n"
+        );
+        assert!(ScenarioDef::parse(&with_threshold, Path::new("t.toml")).is_err());
+        let with_table = format!("{with_threshold}[fleet_renewal]\ncounter_sql = \"SELECT 1::bigint\"\n");
+        let def = ScenarioDef::parse(&with_table, Path::new("t.toml")).unwrap();
+        assert_eq!(def.fleet_renewal.map(|f| f.window_s), Some(5));
+    }
+
+    #[test]
+    fn a_scheduler_throughput_scenario_has_no_requests_of_its_own() {
+        let drain = "name = \"t\"\ndescription = \"d\"\n[load]\nmodel = \"open\"\nduration_s = 60\n\
+                     [scheduler_throughput]\ncerts = 100\n[[thresholds]]\nset = \"seed\"\nlabel = \"_scenario\"\n\
+                     metric = \"scheduler_failed\"\nmax = 0\n";
+        let def = ScenarioDef::parse(drain, Path::new("t.toml")).unwrap();
+        assert!(def.requests.is_empty());
+        let with_request = MINIMAL.replace("[profiles.smoke]", "[scheduler_throughput]\n[profiles.smoke]");
+        assert!(ScenarioDef::parse(&with_request, Path::new("t.toml")).is_err());
+    }
+
+    #[test]
     fn the_shipped_scenarios_parse_and_have_every_profile() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
         let all = load_dir(&dir).unwrap();
         let names: Vec<&str> = all.iter().map(|d| d.name.as_str()).collect();
-        assert_eq!(names, ["acme_burst", "agent_storm", "api", "bulk_renewal"]);
+        assert_eq!(names, ["acme_burst", "agent_storm", "api", "bulk_renewal", "fleet_renewal"]);
         for d in &all {
             for p in ["smoke", "ci", "scale"] {
                 d.resolve(p).unwrap();
