@@ -3,9 +3,11 @@
 //! A scenario with a `[scheduler_throughput]` table (`scenarios/fleet_renewal.toml`) offers no
 //! goose load. Instead [`run`]:
 //!
-//! 1. waits until no fleet certificate has an open issuance/renewal job left from an earlier
-//!    scenario (`bulk_renewal` leaves a backlog; bulk renew skips certificates with an open
-//!    job, so without this wait the call would not select the whole fleet);
+//! 1. waits until the job processor's queue is empty (no `Pending` or `Running` job) and no
+//!    selected certificate has an open issuance/renewal job: `bulk_renewal` leaves a backlog,
+//!    which the processor would work off first (oldest first) and so count into our seconds,
+//!    and bulk renew skips certificates with an open job, so the call would not select the
+//!    whole fleet;
 //! 2. reads the database clock, then sends **one** `POST /api/v1/certificates/bulk-renew` naming
 //!    the first `certs` fleet certificates by `certificate_ids` — the fleet and the demo
 //!    certificates share owner `o-alice`, so an explicit id list is the only selector that
@@ -86,7 +88,7 @@ pub struct SchedulerThroughput {
     pub failed: u64,
     /// Jobs `Cancelled`.
     pub cancelled: u64,
-    /// Seconds spent waiting for earlier scenarios' open jobs before the call.
+    /// Seconds spent waiting for earlier work (open jobs) to finish before the call.
     pub quiesce_s: f64,
     /// Latency of the bulk-renew call, milliseconds.
     pub call_ms: f64,
@@ -154,11 +156,15 @@ pub fn completion_series(buckets: &[(i64, i64)]) -> Vec<FleetPoint> {
         .collect()
 }
 
-const OPEN_FLEET_JOBS: &str = "SELECT count(*) FROM jobs WHERE certificate_id = ANY($1) \
-     AND type IN ('Issuance', 'Renewal') AND status IN ('Pending', 'AwaitingCSR', 'AwaitingApproval', 'Running')";
+/// Jobs the processor still has to work on, plus open jobs of selected certificates (jobs
+/// waiting for an agent's CSR or an approval are not the processor's work, but would make bulk
+/// renew skip their certificate).
+const BUSY_JOBS: &str = "SELECT count(*) FROM jobs WHERE status IN ('Pending', 'Running') \
+     OR (certificate_id = ANY($1) AND type IN ('Issuance', 'Renewal') \
+         AND status IN ('Pending', 'AwaitingCSR', 'AwaitingApproval', 'Running'))";
 
-async fn open_fleet_jobs(pool: &PgPool, ids: &[String]) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(OPEN_FLEET_JOBS).bind(ids).fetch_one(pool).await
+async fn busy_jobs(pool: &PgPool, ids: &[String]) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(BUSY_JOBS).bind(ids).fetch_one(pool).await
 }
 
 /// (completed, failed, cancelled) among `jobs`.
@@ -205,19 +211,19 @@ pub async fn run(
     // 1. Quiesce.
     let q0 = Instant::now();
     loop {
-        let open = open_fleet_jobs(pool, &ids).await?;
+        let open = busy_jobs(pool, &ids).await?;
         if open == 0 || cancelled() {
             break;
         }
         if q0.elapsed() >= limit {
             let st = SchedulerThroughput::unavailable(&format!(
-                "{open} fleet jobs from earlier scenarios still open after {:.0} s",
+                "{open} jobs from earlier work still open after {:.0} s",
                 limit.as_secs_f64()
             ));
             return Ok((finish(&recorder, false), st));
         }
         if cfg.progress {
-            eprintln!("[{name}] waiting for {open} open fleet jobs from earlier scenarios");
+            eprintln!("[{name}] waiting for {open} open jobs from earlier work to finish");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
