@@ -189,7 +189,7 @@ fn pss_diff(before: &PssSnapshot, after: &PssSnapshot) -> Vec<StatementDelta> {
 }
 
 async fn db_counter(pool: &PgPool, sql: &str) -> Option<i64> {
-    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(pool).await.ok()
+    fleet::read_counter(pool, sql).await.ok()
 }
 
 async fn drive(
