@@ -624,4 +624,19 @@ mod tests {
         let v: Vec<_> = r.iter().map(|r| r.verdict).collect();
         assert_eq!(v, [ThresholdVerdict::Pass, ThresholdVerdict::Fail, ThresholdVerdict::Pass]);
     }
+
+    #[test]
+    fn a_min_threshold_fails_below_its_bound_and_is_not_measured_without_a_value() {
+        let t = |metric: &str| ThresholdDef {
+            set: ThresholdSet::Target,
+            label: SCENARIO_LABEL.into(),
+            metric: metric.into(),
+            max: None,
+            min: Some(500.0),
+        };
+        let db = BTreeMap::from([("slow".to_string(), Some(499.9)), ("absent".to_string(), None)]);
+        let r = evaluate(&[t("slow"), t("absent")], &[], &db);
+        assert_eq!((r[0].op.as_str(), r[0].verdict), (">=", ThresholdVerdict::Fail));
+        assert_eq!(r[1].verdict, ThresholdVerdict::NotMeasured);
+    }
 }

@@ -12,7 +12,9 @@
 //! 3. per scenario, [`scenario::engine`] builds a goose attack whose users follow the
 //!    open-model [`scenario::schedule`] (or a closed loop) and record every request into the
 //!    HDR histograms of [`metrics`]; [`metrics::sampler`] samples server RSS/CPU and database
-//!    connections alongside;
+//!    connections alongside, and [`metrics::fleet`] the fleet renewal rate where a scenario asks
+//!    for it. A `[scheduler_throughput]` scenario replaces the goose attack with
+//!    [`scenario::scheduler_throughput`]: one bulk renew of the fleet, polled until every job ended;
 //! 4. [`gate`] evaluates thresholds (and compares with a baseline); [`report`] writes
 //!    `summary.json` and the `.hlog`s, then renders `report.md`, `junit.xml` and the charts from
 //!    those files alone.

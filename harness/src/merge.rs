@@ -13,8 +13,9 @@
 //! `compare` treat it as one run.
 //!
 //! Database counter rates (`db_metrics`) are server-wide: every shard measured the same
-//! counter, so they are averaged over the inputs rather than summed. Resource peaks are the
-//! maximum over the inputs.
+//! counter, so they are averaged over the inputs rather than summed; the fleet-renewal and
+//! scheduler-throughput measurements are taken from the first input that has them. Resource
+//! peaks are the maximum over the inputs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -213,6 +214,10 @@ pub fn merge_runs(inputs: &[(PathBuf, Summary)], out: &Path) -> Result<Summary, 
         let (mut users, mut elapsed, mut cancelled) = (0usize, 0f64, false);
         let mut resources = Resources::default();
         let mut pss = base.pg_stat_statements.clone();
+        // Server-side measurements: every shard observed the same server, so the first input
+        // that has them speaks for all (like `db_metrics`, they are not summed).
+        let fleet_renewal = inputs.iter().find_map(|(_, s)| s.scenarios.get(si)?.fleet_renewal.clone());
+        let scheduler_throughput = inputs.iter().find_map(|(_, s)| s.scenarios.get(si)?.scheduler_throughput.clone());
         for (dir, s) in inputs {
             let Some(sc) = s.scenarios.get(si) else { continue };
             let path = dir.join(&sc.hlog);
@@ -276,7 +281,14 @@ pub fn merge_runs(inputs: &[(PathBuf, Summary)], out: &Path) -> Result<Summary, 
                 label_summary(st, *sc, rate, base.duration_s)
             })
             .collect();
-        let thresholds = gate::evaluate(&defs_of(&base.thresholds), &labels, &db_metrics);
+        let mut judged = db_metrics.clone();
+        if let Some(f) = &fleet_renewal {
+            judged.insert(crate::metrics::fleet::FLEET_RENEWAL_RATE.into(), f.judged_rate());
+        }
+        if let Some(st) = &scheduler_throughput {
+            judged.extend(st.metrics());
+        }
+        let thresholds = gate::evaluate(&defs_of(&base.thresholds), &labels, &judged);
         hlog::write(
             &out.join(&base.hlog),
             started.unwrap_or_else(SystemTime::now),
@@ -304,6 +316,8 @@ pub fn merge_runs(inputs: &[(PathBuf, Summary)], out: &Path) -> Result<Summary, 
             thresholds,
             resources,
             pg_stat_statements: pss,
+            fleet_renewal,
+            scheduler_throughput,
         });
     }
     let commits: Vec<&str> = {

@@ -14,13 +14,13 @@ use crate::cli::{CompareArgs, ListArgs, Mode, RunPlan, SeedArgs, default_dir};
 use crate::embedded::{Embedded, EmbeddedOptions};
 use crate::gate::{self, NoiseFloor, ThresholdVerdict};
 use crate::host::{HostInfo, git_commit};
-use crate::metrics::{hlog, sampler};
+use crate::metrics::{fleet, hlog, sampler};
 use crate::report::summary::{
     self, PgStatStatements, PostgresInfo, Resources, ScenarioSummary, StatementDelta, Summary, Verdict,
 };
 use crate::report::{self, label_summary};
 use crate::scenario::engine::{self, EngineConfig};
-use crate::scenario::{self, Model, ResolvedScenario, ThresholdSet};
+use crate::scenario::{self, Model, ResolvedScenario, ThresholdSet, scheduler_throughput};
 use crate::seed::{self, SeedReport};
 use crate::{HarnessError, Outcome};
 
@@ -205,7 +205,7 @@ fn pss_diff(before: &PssSnapshot, after: &PssSnapshot) -> Vec<StatementDelta> {
 }
 
 async fn db_counter(pool: &PgPool, sql: &str) -> Option<i64> {
-    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(pool).await.ok()
+    fleet::read_counter(pool, sql).await.ok()
 }
 
 async fn drive(
@@ -368,26 +368,36 @@ async fn run_one(
     pss_status: &str,
 ) -> Result<ScenarioSummary, HarnessError> {
     let def = &sc.def;
-    eprintln!(
-        "[{}] {} profile{}: {:.0} s, {} model{}",
-        def.name,
-        sc.profile,
-        if sc.shard.count > 1 { format!(", shard {}", sc.shard) } else { String::new() },
-        sc.duration.as_secs_f64(),
-        if def.load.model == Model::Open { "open" } else { "closed" },
-        match def.load.model {
-            Model::Open => format!(
-                ", {}",
-                def.requests
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| format!("{} {:.1}/s", r.label, sc.shard_rate(i)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Model::Closed => format!(", {} users, {} ms pause", sc.shard_users(), def.load.pause_ms),
-        }
-    );
+    if let Some(st) = &def.scheduler_throughput {
+        eprintln!(
+            "[{}] {} profile: one bulk renew of {} fleet certificates, time limit {:.0} s",
+            def.name,
+            sc.profile,
+            st.certs_for(&sc.profile, plan.fleet.certs),
+            sc.duration.as_secs_f64()
+        );
+    } else {
+        eprintln!(
+            "[{}] {} profile{}: {:.0} s, {} model{}",
+            def.name,
+            sc.profile,
+            if sc.shard.count > 1 { format!(", shard {}", sc.shard) } else { String::new() },
+            sc.duration.as_secs_f64(),
+            if def.load.model == Model::Open { "open" } else { "closed" },
+            match def.load.model {
+                Model::Open => format!(
+                    ", {}",
+                    def.requests
+                        .iter()
+                        .enumerate()
+                        .map(|(i, r)| format!("{} {:.1}/s", r.label, sc.shard_rate(i)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                Model::Closed => format!(", {} users, {} ms pause", sc.shard_users(), def.load.pause_ms),
+            }
+        );
+    }
     let pss_before = match (pool, pss_status == "available") {
         (Some(p), true) => pss_snapshot(p).await,
         _ => None,
@@ -402,10 +412,24 @@ async fn run_one(
     }
     let sampled_from = Instant::now();
     let sampler = sampler::Sampler::start(target.server_pids.clone(), pool.cloned(), sampled_from);
+    let fleet_sampler = match (&def.fleet_renewal, pool) {
+        (Some(f), Some(p)) => Some(fleet::CounterSampler::start(p.clone(), f.counter_sql.clone(), sampled_from)),
+        _ => None,
+    };
     let t = Instant::now();
-    let run = engine::run_scenario(sc, cfg).await;
+    let (run, throughput) = match &def.scheduler_throughput {
+        Some(d) => match scheduler_throughput::run(sc, d, cfg, pool).await {
+            Ok((r, st)) => (Ok(r), Some(st)),
+            Err(e) => (Err(HarnessError::Target(e.to_string())), None),
+        },
+        None => (engine::run_scenario(sc, cfg).await.map_err(HarnessError::from), None),
+    };
     let wall = t.elapsed();
     let mut samples = sampler.stop().await;
+    let fleet_readings = match fleet_sampler {
+        Some(f) => Some(f.stop().await),
+        None => None,
+    };
     let run = run?;
     // Sampling starts before goose launches its users; shift the samples onto the scenario's
     // time zero so they line up with the latency intervals (launch-time samples go negative).
@@ -413,6 +437,13 @@ async fn run_one(
     for s in &mut samples {
         s.t_s -= shift;
     }
+    let fleet_renewal = def.fleet_renewal.as_ref().map(|f| match &fleet_readings {
+        Some(r) => {
+            let shifted: Vec<(f64, i64)> = r.iter().map(|&(t, v)| (t - shift, v)).collect();
+            fleet::summarize(&shifted, f.window_s)
+        }
+        None => fleet::FleetRenewal::unavailable("no database connection (give --database-url)", f.window_s),
+    });
     let mut db_metrics = BTreeMap::new();
     for m in &def.db_metrics {
         let after = match pool {
@@ -452,11 +483,20 @@ async fn run_one(
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            let target_rate = (def.load.model == Model::Open).then(|| sc.shard_rate(i));
+            // A [scheduler_throughput] scenario's one call has no planned rate; a shard plans
+            // its share of each open-model rate.
+            let target_rate = (def.load.model == Model::Open && i < sc.rates.len()).then(|| sc.shard_rate(i));
             label_summary(l, run.schedule.get(i).copied().unwrap_or_default(), target_rate, duration_s)
         })
         .collect();
-    let thresholds = gate::evaluate(&def.thresholds, &labels, &db_metrics);
+    let mut scenario_metrics = db_metrics.clone();
+    if let Some(f) = &fleet_renewal {
+        scenario_metrics.insert(fleet::FLEET_RENEWAL_RATE.into(), f.judged_rate());
+    }
+    if let Some(st) = &throughput {
+        scenario_metrics.extend(st.metrics());
+    }
+    let thresholds = gate::evaluate(&def.thresholds, &labels, &scenario_metrics);
     let users = match def.load.model {
         Model::Open => (0..def.requests.len()).map(|i| sc.open_users(i)).sum(),
         Model::Closed => sc.shard_users(),
@@ -464,7 +504,14 @@ async fn run_one(
     Ok(ScenarioSummary {
         name: def.name.clone(),
         description: def.description.clone(),
-        model: if def.load.model == Model::Open { "open" } else { "closed" }.into(),
+        model: if throughput.is_some() {
+            "drain"
+        } else if def.load.model == Model::Open {
+            "open"
+        } else {
+            "closed"
+        }
+        .into(),
         duration_s,
         elapsed_s: run.elapsed.as_secs_f64(),
         users,
@@ -475,6 +522,8 @@ async fn run_one(
         thresholds,
         resources: Resources { peaks: sampler::peaks(&samples), samples },
         pg_stat_statements: pss,
+        fleet_renewal,
+        scheduler_throughput: throughput,
     })
 }
 
@@ -589,15 +638,19 @@ pub fn list(args: &ListArgs) -> Result<Outcome, HarnessError> {
         println!("  fixtures: {}", if d.fixtures.is_empty() { "none".into() } else { d.fixtures.join(", ") });
         for p in ["smoke", "ci", "scale"] {
             if let Ok(r) = d.resolve(p) {
-                let load = match d.load.model {
-                    Model::Open => d
+                let load = match (&d.scheduler_throughput, d.load.model) {
+                    (Some(st), _) => format!(
+                        "one bulk renew of {} fleet certificates (time limit)",
+                        st.certs_for(p, scenario::template::Fleet::default().certs)
+                    ),
+                    (None, Model::Open) => d
                         .requests
                         .iter()
                         .zip(&r.rates)
                         .map(|(q, x)| format!("{} {x:.0}/s", q.label))
                         .collect::<Vec<_>>()
                         .join(", "),
-                    Model::Closed => format!("{} users, {} ms pause", r.users.unwrap_or(1), d.load.pause_ms),
+                    (None, Model::Closed) => format!("{} users, {} ms pause", r.users.unwrap_or(1), d.load.pause_ms),
                 };
                 println!("  profile {p:<5}: {:>4.0} s, {load}", r.duration.as_secs_f64());
             }

@@ -12,6 +12,7 @@
 //! After the run, [`hlog`] writes the interval histograms as a V2 compressed interval log, and
 //! [`sampler`] supplies the resource samples taken alongside.
 
+pub mod fleet;
 pub mod hlog;
 pub mod sampler;
 

@@ -15,6 +15,7 @@ use plotters_backend::{BackendColor, BackendCoord, BackendTextStyle, DrawingErro
 use super::Spectra;
 use super::summary::{ScenarioSummary, Summary};
 use crate::HarnessError;
+use crate::metrics::fleet::FleetPoint;
 use crate::metrics::hlog::service_tag;
 
 static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
@@ -52,6 +53,20 @@ pub fn render_all(dir: &Path, s: &Summary, spectra: &Spectra) -> Result<Vec<Stri
         if sc.resources.samples.iter().any(|x| x.rss_bytes.is_some() || x.db_connections.is_some()) {
             let name = format!("{}-resources", sc.name);
             draw_both(dir, &name, (1000, 600), &mut files, |root| resources(root, sc))?;
+        }
+        if let Some(f) = sc.fleet_renewal.as_ref().filter(|f| !f.series.is_empty()) {
+            let name = format!("{}-fleet-renewal", sc.name);
+            let title = format!("{} — fleet renewals per second", sc.name);
+            let level =
+                (f.peak_window_avg_per_s, format!("peak {}-s average {:.0}/s", f.window_s, f.peak_window_avg_per_s));
+            draw_both(dir, &name, (1000, 500), &mut files, |root| rate_series(root, &title, &f.series, &level))?;
+        }
+        if let Some(t) = sc.scheduler_throughput.as_ref().filter(|t| !t.series.is_empty()) {
+            let name = format!("{}-scheduler-throughput", sc.name);
+            let title = format!("{} — jobs completed per second after one bulk renew", sc.name);
+            let level =
+                (t.certs_per_s, format!("end to end {:.0}/s ({} in {:.1} s)", t.certs_per_s, t.completed, t.seconds));
+            draw_both(dir, &name, (1000, 500), &mut files, |root| rate_series(root, &title, &t.series, &level))?;
         }
     }
     Ok(files)
@@ -364,6 +379,53 @@ fn resources(root: DrawingArea<DynBackend<'_>, Shift>, sc: &ScenarioSummary) -> 
         .map_err(e)?
         .label("DB connections")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PALETTE[2].stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)
+}
+
+/// A per-second fleet series (renewals or job completions) with a horizontal line at the judged
+/// rate `level` (value, legend text).
+fn rate_series(
+    root: DrawingArea<DynBackend<'_>, Shift>,
+    title: &str,
+    series: &[FleetPoint],
+    level: &(f64, String),
+) -> Res {
+    root.fill(&WHITE).map_err(e)?;
+    let pts: Vec<(f64, f64)> = series.iter().map(|p| (p.t_s, p.per_s)).collect();
+    let tmax = pts.iter().map(|p| p.0).fold(1.0f64, f64::max);
+    let tmin = pts.iter().map(|p| p.0).fold(0.0f64, f64::min);
+    let ymax = pts.iter().map(|p| p.1).fold(level.0, f64::max).max(1.0) * 1.15;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(tmin..tmax, 0f64..ymax)
+        .map_err(e)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since start")
+        .y_desc("certificate versions/s")
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(e)?;
+    chart
+        .draw_series(LineSeries::new(pts, PALETTE[0].stroke_width(2)))
+        .map_err(e)?
+        .label("per second")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PALETTE[0].stroke_width(2)));
+    chart
+        .draw_series(LineSeries::new(vec![(tmin, level.0), (tmax, level.0)], PALETTE[1].stroke_width(1)))
+        .map_err(e)?
+        .label(level.1.as_str())
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PALETTE[1].stroke_width(1)));
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))

@@ -156,6 +156,8 @@ pub fn render(s: &Summary, charts: &[String]) -> String {
             ));
         }
     }
+    fleet_renewal_section(&mut o, s);
+    scheduler_throughput_section(&mut o, s);
     for sc in &s.scenarios {
         if sc.pg_stat_statements.top.is_empty() {
             continue;
@@ -185,4 +187,48 @@ pub fn render(s: &Summary, charts: &[String]) -> String {
         }
     }
     o
+}
+
+/// The fleet renewal table: one row per scenario that measured it.
+fn fleet_renewal_section(o: &mut String, s: &Summary) {
+    let rows: Vec<_> = s.scenarios.iter().filter_map(|sc| sc.fleet_renewal.as_ref().map(|f| (sc, f))).collect();
+    if rows.is_empty() {
+        return;
+    }
+    o.push_str(
+        "\n## Fleet renewal\n\nNew certificate versions of the fleet, sampled once a second from the database; \
+         the judged `fleet_renewal_rate` is the peak moving average over the window.\n\n\
+         | scenario | versions | seconds | average /s | peak 1-s /s | window | peak window avg /s (judged) |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for (sc, f) in rows {
+        if f.status == "measured" {
+            o.push_str(&format!(
+                "| {} | {} | {:.1} | {:.1} | {:.1} | {} s | {:.1} |\n",
+                sc.name, f.versions, f.seconds, f.avg_per_s, f.peak_per_s, f.window_s, f.peak_window_avg_per_s
+            ));
+        } else {
+            o.push_str(&format!("| {} | {} | – | – | – | {} s | – |\n", sc.name, f.status, f.window_s));
+        }
+    }
+}
+
+/// The scheduler-throughput table: one row per `[scheduler_throughput]` scenario.
+fn scheduler_throughput_section(o: &mut String, s: &Summary) {
+    let rows: Vec<_> = s.scenarios.iter().filter_map(|sc| sc.scheduler_throughput.as_ref().map(|t| (sc, t))).collect();
+    if rows.is_empty() {
+        return;
+    }
+    o.push_str(
+        "\n## Scheduler throughput\n\nOne bulk renew of the fleet; seconds from just before the call to the last \
+         job completion (database clock); certificates/s = completed / seconds.\n\n\
+         | scenario | status | selected | enqueued | completed | failed | call ms | seconds | certificates/s |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (sc, t) in rows {
+        o.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {:.0} | {:.1} | {:.1} |\n",
+            sc.name, t.status, t.selected, t.enqueued, t.completed, t.failed, t.call_ms, t.seconds, t.certs_per_s
+        ));
+    }
 }

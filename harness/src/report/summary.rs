@@ -140,6 +140,13 @@ pub struct ScenarioSummary {
     pub resources: Resources,
     /// Top statements by time during the scenario.
     pub pg_stat_statements: PgStatStatements,
+    /// Fleet renewal rate, for scenarios that declare `[fleet_renewal]` (absent otherwise and
+    /// in summaries written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet_renewal: Option<crate::metrics::fleet::FleetRenewal>,
+    /// Scheduler throughput, for `[scheduler_throughput]` scenarios (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_throughput: Option<crate::scenario::scheduler_throughput::SchedulerThroughput>,
 }
 
 /// One request label.

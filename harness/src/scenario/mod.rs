@@ -13,6 +13,7 @@
 
 pub mod engine;
 pub mod schedule;
+pub mod scheduler_throughput;
 pub mod template;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -74,7 +75,8 @@ pub struct ScenarioDef {
     pub fixtures: Vec<String>,
     /// How load is offered.
     pub load: LoadDef,
-    /// The requests, each with its own label.
+    /// The requests, each with its own label (none in a `[scheduler_throughput]` scenario).
+    #[serde(default)]
     pub requests: Vec<RequestDef>,
     /// Seed thresholds and project targets.
     #[serde(default)]
@@ -82,6 +84,14 @@ pub struct ScenarioDef {
     /// Counters read from the database before and after the load, reported as rates.
     #[serde(default)]
     pub db_metrics: Vec<DbMetricDef>,
+    /// Fleet renewal rate sampled at 1 Hz during the load (see [`crate::metrics::fleet`]);
+    /// enables the `_scenario` threshold metric `fleet_renewal_rate`.
+    #[serde(default)]
+    pub fleet_renewal: Option<FleetRenewalDef>,
+    /// Instead of a goose load: one bulk renew of the whole fleet, timed until every job has
+    /// ended (see [`scheduler_throughput`]); `load.duration_s` is then the time limit.
+    #[serde(default)]
+    pub scheduler_throughput: Option<scheduler_throughput::SchedulerThroughputDef>,
     /// Per-profile overrides (`smoke`, `ci`, `scale`).
     #[serde(default)]
     pub profiles: BTreeMap<String, ProfileOverride>,
@@ -242,6 +252,21 @@ pub struct DbMetricDef {
     pub counter_sql: String,
 }
 
+/// The `[fleet_renewal]` table: what to count, and the window of the judged moving average.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetRenewalDef {
+    /// `SELECT` returning one `bigint`: the fleet's certificate versions so far.
+    pub counter_sql: String,
+    /// Window of the moving average judged as `fleet_renewal_rate`, seconds.
+    #[serde(default = "default_fleet_window")]
+    pub window_s: u32,
+}
+
+fn default_fleet_window() -> u32 {
+    5
+}
+
 /// Profile overrides.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -393,8 +418,10 @@ impl ScenarioDef {
     }
 
     fn validate(&self) -> Result<(), ScenarioError> {
-        if self.requests.is_empty() {
-            return Err(self.invalid("no [[requests]]"));
+        match (self.requests.is_empty(), self.scheduler_throughput.is_some()) {
+            (true, false) => return Err(self.invalid("no [[requests]]")),
+            (false, true) => return Err(self.invalid("[scheduler_throughput] makes its own call: no [[requests]]")),
+            _ => {}
         }
         if !positive(self.load.duration_s) {
             return Err(self.invalid("load.duration_s must be > 0"));
@@ -430,12 +457,18 @@ impl ScenarioDef {
             }
             let ok = if t.label == SCENARIO_LABEL {
                 db_names.contains(t.metric.as_str())
+                    || (self.fleet_renewal.is_some() && t.metric == crate::metrics::fleet::FLEET_RENEWAL_RATE)
+                    || (self.scheduler_throughput.is_some()
+                        && scheduler_throughput::METRICS.contains(&t.metric.as_str()))
             } else {
                 labels.contains(t.label.as_str()) && LABEL_METRICS.contains(&t.metric.as_str())
             };
             if !ok {
                 return Err(self.invalid(format!("threshold names unknown label/metric {} {}", t.label, t.metric)));
             }
+        }
+        if self.fleet_renewal.as_ref().is_some_and(|f| f.window_s == 0) {
+            return Err(self.invalid("fleet_renewal.window_s must be > 0"));
         }
         for (name, p) in &self.profiles {
             if p.duration_s.is_some_and(|d| !positive(d)) || p.rate_factor.is_some_and(|f| !positive(f)) {
@@ -561,11 +594,33 @@ rate_factor = 0.5
     }
 
     #[test]
+    fn fleet_renewal_rate_is_a_threshold_metric_only_with_a_fleet_renewal_table() {
+        let with_threshold = format!(
+            "{MINIMAL}[[thresholds]]\nset = \"target\"\nlabel = \"_scenario\"\nmetric = \"fleet_renewal_rate\"\nmin = 500\n"
+        );
+        assert!(ScenarioDef::parse(&with_threshold, Path::new("t.toml")).is_err());
+        let with_table = format!("{with_threshold}[fleet_renewal]\ncounter_sql = \"SELECT 1::bigint\"\n");
+        let def = ScenarioDef::parse(&with_table, Path::new("t.toml")).unwrap();
+        assert_eq!(def.fleet_renewal.map(|f| f.window_s), Some(5));
+    }
+
+    #[test]
+    fn a_scheduler_throughput_scenario_has_no_requests_of_its_own() {
+        let drain = "name = \"t\"\ndescription = \"d\"\n[load]\nmodel = \"open\"\nduration_s = 60\n\
+                     [scheduler_throughput]\ncerts = 100\n[[thresholds]]\nset = \"seed\"\nlabel = \"_scenario\"\n\
+                     metric = \"scheduler_failed\"\nmax = 0\n";
+        let def = ScenarioDef::parse(drain, Path::new("t.toml")).unwrap();
+        assert!(def.requests.is_empty());
+        let with_request = MINIMAL.replace("[profiles.smoke]", "[scheduler_throughput]\n[profiles.smoke]");
+        assert!(ScenarioDef::parse(&with_request, Path::new("t.toml")).is_err());
+    }
+
+    #[test]
     fn the_shipped_scenarios_parse_and_have_every_profile() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
         let all = load_dir(&dir).unwrap();
         let names: Vec<&str> = all.iter().map(|d| d.name.as_str()).collect();
-        assert_eq!(names, ["acme_burst", "agent_storm", "api", "bulk_renewal"]);
+        assert_eq!(names, ["acme_burst", "agent_storm", "api", "bulk_renewal", "fleet_renewal"]);
         for d in &all {
             for p in ["smoke", "ci", "scale"] {
                 d.resolve(p).unwrap();

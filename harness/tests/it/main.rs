@@ -10,6 +10,7 @@ mod artifacts;
 mod compare;
 mod embedded;
 mod exit_codes;
+mod fleet;
 mod measurement;
 mod scale;
 mod seeds;
