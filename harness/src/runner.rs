@@ -346,6 +346,7 @@ async fn run_one(
                 def.requests
                     .iter()
                     .zip(&sc.rates)
+                    .filter(|(r, _)| !r.follow_up)
                     .map(|(r, x)| format!("{} {x:.1}/s", r.label))
                     .collect::<Vec<_>>()
                     .join(", ")
@@ -417,7 +418,8 @@ async fn run_one(
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            let target_rate = (def.load.model == Model::Open).then(|| sc.rates[i]);
+            // A flow's follow-up has no rate of its own: its arrivals follow the answers.
+            let target_rate = (def.load.model == Model::Open && !def.requests[i].follow_up).then(|| sc.rates[i]);
             label_summary(l, run.schedule.get(i).copied().unwrap_or_default(), target_rate, duration_s)
         })
         .collect();
