@@ -394,7 +394,13 @@ async fn classify(req: &RequestDef, resp: reqwest::Response) -> (Outcome, bool) 
 
 /// Classifies a complete answer (status, whether the checked header was there, content type,
 /// body) against what `req` expects; also says whether it was an ACME `rateLimited` 429.
-pub(crate) fn judge(req: &RequestDef, status: u16, header_ok: bool, content_type: &str, body: &[u8]) -> (Outcome, bool) {
+pub(crate) fn judge(
+    req: &RequestDef,
+    status: u16,
+    header_ok: bool,
+    content_type: &str,
+    body: &[u8],
+) -> (Outcome, bool) {
     let rate_limited = status == 429 && is_acme_rate_limited(content_type, body);
     if !req.expect.contains(&status) {
         return (Outcome::Status(status), rate_limited);

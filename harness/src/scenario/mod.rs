@@ -349,7 +349,9 @@ impl ScenarioDef {
                 return Err(self.invalid(format!("label '{}' used twice", r.label)));
             }
             if r.method == Method::Client && !r.follow_up {
-                return Err(self.invalid(format!("label {}: CLIENT labels are timed by a flow: set follow_up", r.label)));
+                return Err(
+                    self.invalid(format!("label {}: CLIENT labels are timed by a flow: set follow_up", r.label))
+                );
             }
             if r.expect.is_empty() && r.method != Method::Client {
                 return Err(self.invalid(format!("label {}: expect is empty", r.label)));
@@ -357,7 +359,11 @@ impl ScenarioDef {
             if let Some(flow) = &r.flow
                 && !flows::FLOWS.contains(&flow.as_str())
             {
-                return Err(self.invalid(format!("label {}: unknown flow '{flow}' (known: {:?})", r.label, flows::FLOWS)));
+                return Err(self.invalid(format!(
+                    "label {}: unknown flow '{flow}' (known: {:?})",
+                    r.label,
+                    flows::FLOWS
+                )));
             }
             if r.follow_up {
                 if r.rate.is_some() || r.flow.is_some() {
@@ -377,10 +383,9 @@ impl ScenarioDef {
         for r in self.requests.iter().filter(|r| r.flow.is_some()) {
             for needed in r.flow.as_deref().map(flows::follow_ups).unwrap_or_default() {
                 if !self.requests.iter().any(|q| q.follow_up && q.label == *needed) {
-                    return Err(self.invalid(format!(
-                        "flow of label {} needs a follow_up request labelled {needed}",
-                        r.label
-                    )));
+                    return Err(
+                        self.invalid(format!("flow of label {} needs a follow_up request labelled {needed}", r.label))
+                    );
                 }
             }
         }

@@ -10,5 +10,6 @@ mod artifacts;
 mod compare;
 mod embedded;
 mod exit_codes;
+mod flows;
 mod measurement;
 mod seeds;

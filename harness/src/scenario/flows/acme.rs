@@ -36,16 +36,8 @@ use crate::scenario::template::{self, Context};
 /// The flow's name in scenario files.
 pub const FLOW: &str = "acme_enrollment";
 /// Follow-up labels it records.
-pub const FOLLOW_UPS: &[&str] = &[
-    "client_keygen",
-    "client_sign",
-    "new_account",
-    "new_order",
-    "authz",
-    "finalize",
-    "order_poll",
-    "cert_download",
-];
+pub const FOLLOW_UPS: &[&str] =
+    &["client_keygen", "client_sign", "new_account", "new_order", "authz", "finalize", "order_poll", "cert_download"];
 
 /// Order polls before an iteration gives up on an order that stays `processing`.
 const MAX_POLLS: usize = 20;
@@ -141,14 +133,8 @@ impl Client<'_, '_> {
         self.ctx.record_client(self.labels.sign, t, jws.is_some());
         let jws = jws?;
         let now = Instant::now();
-        let s = Send {
-            label,
-            url,
-            bearer: None,
-            body: Some(("application/jose+json", jws)),
-            intended: now,
-            started: now,
-        };
+        let s =
+            Send { label, url, bearer: None, body: Some(("application/jose+json", jws)), intended: now, started: now };
         let a = send(user, self.ctx, s).await?;
         self.nonce = a.header("replay-nonce")?;
         Some(a)
@@ -185,7 +171,8 @@ pub async fn run(user: &mut GooseUser, ctx: &FlowCtx<'_>, i: usize, seq: u64, in
     let closed = intended == started;
     let started = Instant::now();
     let intended = if closed { started } else { intended };
-    let Some(a) = send(user, ctx, Send { label: i, url: &nonce_url, bearer: None, body: None, intended, started }).await
+    let Some(a) =
+        send(user, ctx, Send { label: i, url: &nonce_url, bearer: None, body: None, intended, started }).await
     else {
         return;
     };
@@ -246,8 +233,7 @@ mod tests {
         let k = AccountKey::generate().unwrap();
         let jws: Value = serde_json::from_str(&k.sign("http://h/acme/new-account", "n", None, None).unwrap()).unwrap();
         assert_eq!(jws["payload"], "");
-        let header: Value =
-            serde_json::from_slice(&B64.decode(jws["protected"].as_str().unwrap()).unwrap()).unwrap();
+        let header: Value = serde_json::from_slice(&B64.decode(jws["protected"].as_str().unwrap()).unwrap()).unwrap();
         assert_eq!(header["alg"], "ES256");
         assert_eq!(header["jwk"]["crv"], "P-256");
         assert_eq!(B64.decode(jws["signature"].as_str().unwrap()).unwrap().len(), 64);
