@@ -555,6 +555,7 @@ pub fn list(args: &ListArgs) -> Result<Outcome, HarnessError> {
                         .requests
                         .iter()
                         .zip(&r.rates)
+                        .filter(|(q, _)| !q.follow_up)
                         .map(|(q, x)| format!("{} {x:.0}/s", q.label))
                         .collect::<Vec<_>>()
                         .join(", "),
@@ -564,7 +565,17 @@ pub fn list(args: &ListArgs) -> Result<Outcome, HarnessError> {
             }
         }
         for r in &d.requests {
-            println!("  {:<13} {:?} {} (expect {:?})", r.label, r.method, r.path, r.expect);
+            let how = match (&r.flow, r.follow_up) {
+                (Some(f), _) => format!(", flow {f}"),
+                (None, true) => ", follow-up".to_string(),
+                (None, false) => String::new(),
+            };
+            if r.method == scenario::Method::Client {
+                println!("  {:<13} client-side work, timed apart from server latency{how}", r.label);
+            } else {
+                let path = if r.path.is_empty() { "<URL from an earlier answer>" } else { r.path.as_str() };
+                println!("  {:<13} {:?} {path} (expect {:?}{how})", r.label, r.method, r.expect);
+            }
         }
         for t in &d.thresholds {
             let (op, v) = match (t.max, t.min) {

@@ -6,8 +6,10 @@
 //! schedule lives in [`schedule`]; per-request values (agent ids, certificate batches, ACME
 //! certIDs) are filled into the request templates by [`template`].
 //!
-//! A scenario is data, not code: the four shipped scenarios (`bulk_renewal`, `acme_burst`,
-//! `agent_storm`, `api`) differ only in their files, so a new one needs no Rust. The per-scenario
+//! A scenario is data, not code: `bulk_renewal`, `acme_burst`, `agent_storm` and `api` differ
+//! only in their files, so a new one like them needs no Rust. Where the next request depends on
+//! the last answer (`agent_fleet`, `acme_enrollment`), a request names a [`flows`] flow — the
+//! client-side logic — and the file declares the flow's `follow_up` labels. The per-scenario
 //! knowledge that does need code (how a fleet id or an agent credential is formed) lives in
 //! [`template`], next to the seed files that create the same ids.
 
@@ -507,6 +509,26 @@ rate_factor = 0.5
     fn a_threshold_on_an_unknown_label_is_rejected() {
         let bad = MINIMAL.replace("label = \"a\"\nmetric", "label = \"b\"\nmetric");
         assert!(ScenarioDef::parse(&bad, Path::new("t.toml")).is_err());
+    }
+
+    #[test]
+    fn a_flow_needs_its_follow_ups_and_client_labels_must_be_follow_ups() {
+        let poll = MINIMAL.replace("rate = 10\n", "rate = 10\nflow = \"agent_work\"\n");
+        let err = ScenarioDef::parse(&poll, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(err.contains("needs a follow_up request labelled csr_generate"), "{err}");
+        let mut ok = poll.clone();
+        for (label, method) in [("csr_generate", "CLIENT"), ("csr_submit", "POST"), ("status_report", "POST")] {
+            ok.push_str(&format!(
+                "[[requests]]\nlabel = \"{label}\"\nmethod = \"{method}\"\npath = \"/x\"\nexpect = [200]\nfollow_up = true\n"
+            ));
+        }
+        let def = ScenarioDef::parse(&ok, Path::new("t.toml")).unwrap();
+        let r = def.resolve("smoke").unwrap();
+        // Follow-ups get no users and no schedule of their own.
+        assert_eq!(r.open_users(1), 0);
+        assert!(r.open_users(0) > 0);
+        let stray = format!("{MINIMAL}[[requests]]\nlabel = \"sign\"\nmethod = \"CLIENT\"\nrate = 1\n");
+        assert!(ScenarioDef::parse(&stray, Path::new("t.toml")).is_err());
     }
 
     #[test]
