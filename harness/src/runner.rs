@@ -390,6 +390,7 @@ async fn run_one(
                     def.requests
                         .iter()
                         .enumerate()
+                        .filter(|(_, r)| !r.follow_up)
                         .map(|(i, r)| format!("{} {:.1}/s", r.label, sc.shard_rate(i)))
                         .collect::<Vec<_>>()
                         .join(", ")
@@ -483,9 +484,11 @@ async fn run_one(
         .iter()
         .enumerate()
         .map(|(i, l)| {
-            // A [scheduler_throughput] scenario's one call has no planned rate; a shard plans
-            // its share of each open-model rate.
-            let target_rate = (def.load.model == Model::Open && i < sc.rates.len()).then(|| sc.shard_rate(i));
+            // A [scheduler_throughput] scenario's one call and a flow's follow-ups (their
+            // arrivals follow the answers) have no planned rate; a shard plans its share of
+            // each open-model rate.
+            let target_rate = (def.load.model == Model::Open && i < sc.rates.len() && !def.requests[i].follow_up)
+                .then(|| sc.shard_rate(i));
             label_summary(l, run.schedule.get(i).copied().unwrap_or_default(), target_rate, duration_s)
         })
         .collect();
@@ -647,6 +650,7 @@ pub fn list(args: &ListArgs) -> Result<Outcome, HarnessError> {
                         .requests
                         .iter()
                         .zip(&r.rates)
+                        .filter(|(q, _)| !q.follow_up)
                         .map(|(q, x)| format!("{} {x:.0}/s", q.label))
                         .collect::<Vec<_>>()
                         .join(", "),
@@ -656,7 +660,17 @@ pub fn list(args: &ListArgs) -> Result<Outcome, HarnessError> {
             }
         }
         for r in &d.requests {
-            println!("  {:<13} {:?} {} (expect {:?})", r.label, r.method, r.path, r.expect);
+            let how = match (&r.flow, r.follow_up) {
+                (Some(f), _) => format!(", flow {f}"),
+                (None, true) => ", follow-up".to_string(),
+                (None, false) => String::new(),
+            };
+            if r.method == scenario::Method::Client {
+                println!("  {:<13} client-side work, timed apart from server latency{how}", r.label);
+            } else {
+                let path = if r.path.is_empty() { "<URL from an earlier answer>" } else { r.path.as_str() };
+                println!("  {:<13} {:?} {path} (expect {:?}{how})", r.label, r.method, r.expect);
+            }
         }
         for t in &d.thresholds {
             let (op, v) = match (t.max, t.min) {

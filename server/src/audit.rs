@@ -133,7 +133,11 @@ impl AuditSink {
 
 async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Msg>, interval: Duration) {
     let mut buf: Vec<AuditEvent> = Vec::new();
-    let mut tick = tokio::time::interval(interval.max(Duration::from_millis(10)));
+    // `interval` would fire its first tick at once: a writer first polled after events had
+    // already arrived would flush them immediately instead of batching them. Start one
+    // interval from now.
+    let period = interval.max(Duration::from_millis(10));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {

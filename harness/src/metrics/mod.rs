@@ -50,6 +50,9 @@ pub enum Outcome {
     Status(u16),
     /// An expected status whose body or headers failed the check.
     BodyCheck(u16),
+    /// Client-side work (no HTTP) timed by a flow: `true` when it succeeded. A failure is
+    /// counted with the body checks — the input the server gave could not be used.
+    Client(bool),
 }
 
 /// Error counts by class.
@@ -75,7 +78,8 @@ impl ErrorCounts {
 
     fn add(&mut self, outcome: Outcome) {
         match outcome {
-            Outcome::Ok(_) => {}
+            Outcome::Ok(_) | Outcome::Client(true) => {}
+            Outcome::Client(false) => self.body_check += 1,
             Outcome::Transport => self.transport += 1,
             Outcome::Status(s) if (400..500).contains(&s) => self.status_4xx += 1,
             Outcome::Status(s) if (500..600).contains(&s) => self.status_5xx += 1,
@@ -192,7 +196,7 @@ impl Recorder {
         // Nothing is recorded before time zero is set; should it happen, count from `intended`.
         let t0 = self.t0.get().copied().unwrap_or(intended);
         let second = ended.saturating_duration_since(t0).as_secs() as usize;
-        let is_error = !matches!(outcome, Outcome::Ok(_));
+        let is_error = !matches!(outcome, Outcome::Ok(_) | Outcome::Client(true));
         // A poisoned lock only means another user panicked mid-record; the histogram is
         // still consistent enough to keep counting.
         let mut s = cell.lock().unwrap_or_else(|e| e.into_inner());
@@ -211,7 +215,7 @@ impl Recorder {
         s.errors.add(outcome);
         match outcome {
             Outcome::Ok(st) | Outcome::Status(st) | Outcome::BodyCheck(st) => *s.statuses.entry(st).or_default() += 1,
-            Outcome::Transport => {}
+            Outcome::Transport | Outcome::Client(_) => {}
         }
         if rate_limited {
             s.rate_limited += 1;

@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use goose::config::GooseConfiguration;
 use goose::prelude::*;
 
+use super::flows;
 use super::schedule::Schedule;
 use super::template::{self, Context, Fleet};
 use super::{Auth, Method, Model, RequestDef, ResolvedScenario};
@@ -222,6 +223,10 @@ pub async fn run_scenario(sc: &ResolvedScenario, cfg: &EngineConfig) -> Result<S
     match def.load.model {
         Model::Open => {
             for (i, users) in user_counts.iter().enumerate() {
+                if *users == 0 {
+                    // A follow-up: no schedule of its own.
+                    continue;
+                }
                 let st = shared.clone();
                 let tx =
                     Transaction::new(Arc::new(move |user: &mut GooseUser| Box::pin(open_loop(user, st.clone(), i))));
@@ -317,6 +322,9 @@ async fn closed_loop(user: &mut GooseUser, st: Arc<Shared>) -> TransactionResult
             if st.cfg.cancel.load(Ordering::Relaxed) {
                 return Ok(());
             }
+            if st.requests[i].follow_up {
+                continue;
+            }
             // Shards interleave their sequence numbers so their template values (fleet ids,
             // batches) stay disjoint, as one generator's would be.
             let local = st.seqs[i].fetch_add(1, Ordering::Relaxed);
@@ -332,13 +340,15 @@ async fn closed_loop(user: &mut GooseUser, st: Arc<Shared>) -> TransactionResult
     Ok(())
 }
 
-fn goose_method(m: Method) -> GooseMethod {
+pub(crate) fn goose_method(m: Method) -> GooseMethod {
     match m {
         Method::Get => GooseMethod::Get,
         Method::Head => GooseMethod::Head,
         Method::Post => GooseMethod::Post,
         Method::Put => GooseMethod::Put,
         Method::Delete => GooseMethod::Delete,
+        // Never sent: CLIENT labels are follow-ups that flows time without HTTP (validated).
+        Method::Client => GooseMethod::Get,
     }
 }
 
@@ -346,6 +356,11 @@ fn goose_method(m: Method) -> GooseMethod {
 /// outcome to count, not an error to propagate.
 async fn fire(user: &mut GooseUser, st: &Shared, i: usize, seq: u64, intended: Instant, started: Instant) {
     let Some(req) = st.requests.get(i) else { return };
+    if let Some(flow) = req.flow.as_deref() {
+        let ctx = flows::FlowCtx { cfg: &st.cfg, requests: &st.requests, recorder: &st.recorder };
+        flows::run(flow, user, &ctx, i, seq, intended, started).await;
+        return;
+    }
     let ctx = Context { seq, run: &st.cfg.run_tag, fleet: st.cfg.fleet, batch: req.batch.unwrap_or(100) };
     let mut path = template::expand(&req.path, &ctx);
     if st.cfg.base_urls.len() > 1 {
@@ -398,7 +413,19 @@ async fn classify(req: &RequestDef, resp: reqwest::Response) -> (Outcome, bool) 
         Ok(b) => b,
         Err(_) => return (Outcome::Transport, false),
     };
-    let rate_limited = status == 429 && is_acme_rate_limited(&content_type, &body);
+    judge(req, status, header_ok, &content_type, &body)
+}
+
+/// Classifies a complete answer (status, whether the checked header was there, content type,
+/// body) against what `req` expects; also says whether it was an ACME `rateLimited` 429.
+pub(crate) fn judge(
+    req: &RequestDef,
+    status: u16,
+    header_ok: bool,
+    content_type: &str,
+    body: &[u8],
+) -> (Outcome, bool) {
+    let rate_limited = status == 429 && is_acme_rate_limited(content_type, body);
     if !req.expect.contains(&status) {
         return (Outcome::Status(status), rate_limited);
     }
@@ -407,7 +434,7 @@ async fn classify(req: &RequestDef, resp: reqwest::Response) -> (Outcome, bool) 
         // A check applies to the success answer; an expected 404 (say) carries an error body.
         Some(_) if !(200..300).contains(&status) => true,
         Some(field) => {
-            serde_json::from_slice::<serde_json::Value>(&body).ok().is_some_and(|v| v.get(field.as_str()).is_some())
+            serde_json::from_slice::<serde_json::Value>(body).ok().is_some_and(|v| v.get(field.as_str()).is_some())
         }
     };
     if body_ok && header_ok { (Outcome::Ok(status), rate_limited) } else { (Outcome::BodyCheck(status), rate_limited) }

@@ -6,12 +6,15 @@
 //! schedule lives in [`schedule`]; per-request values (agent ids, certificate batches, ACME
 //! certIDs) are filled into the request templates by [`template`].
 //!
-//! A scenario is data, not code: the four shipped scenarios (`bulk_renewal`, `acme_burst`,
-//! `agent_storm`, `api`) differ only in their files, so a new one needs no Rust. The per-scenario
+//! A scenario is data, not code: `bulk_renewal`, `acme_burst`, `agent_storm` and `api` differ
+//! only in their files, so a new one like them needs no Rust. Where the next request depends on
+//! the last answer (`agent_fleet`, `acme_enrollment`), a request names a [`flows`] flow — the
+//! client-side logic — and the file declares the flow's `follow_up` labels. The per-scenario
 //! knowledge that does need code (how a fleet id or an agent credential is formed) lives in
 //! [`template`], next to the seed files that create the same ids.
 
 pub mod engine;
+pub mod flows;
 pub mod schedule;
 pub mod scheduler_throughput;
 pub mod template;
@@ -138,6 +141,9 @@ pub enum Method {
     Put,
     /// DELETE
     Delete,
+    /// No HTTP at all: client-side work a flow times under its own label (key generation, CSR
+    /// building, JWS signing), so it is never mixed into a server latency.
+    Client,
 }
 
 /// Which credential a request carries.
@@ -161,7 +167,8 @@ pub struct RequestDef {
     pub label: String,
     /// HTTP method.
     pub method: Method,
-    /// Path template (see [`template`]).
+    /// Path template (see [`template`]); empty for `method = "CLIENT"`.
+    #[serde(default)]
     pub path: String,
     /// JSON body template, sent with `Content-Type: application/json`.
     #[serde(default)]
@@ -169,7 +176,8 @@ pub struct RequestDef {
     /// Credential to send.
     #[serde(default)]
     pub auth: Auth,
-    /// Statuses that count as success.
+    /// Statuses that count as success (none for `method = "CLIENT"`).
+    #[serde(default)]
     pub expect: Vec<u16>,
     /// Open model: arrivals per second for this label.
     #[serde(default)]
@@ -183,6 +191,15 @@ pub struct RequestDef {
     /// Body check on an expected status: this response header must be present.
     #[serde(default)]
     pub check_header: Option<String>,
+    /// Client-side logic ([`flows`]) that sends this request and acts on its answer, e.g.
+    /// `agent_work` (CSR submit and status report for the jobs a work poll returns) or
+    /// `acme_enrollment` (a whole RFC 8555 enrollment).
+    #[serde(default)]
+    pub flow: Option<String>,
+    /// Sent (or timed) only by a flow, never by the schedule or the closed loop: a step whose
+    /// arrival depends on an earlier answer. No `rate`.
+    #[serde(default)]
+    pub follow_up: bool,
 }
 
 /// Which set a threshold belongs to.
@@ -364,8 +381,13 @@ impl Shard {
 
 impl ResolvedScenario {
     /// Goose users serving request `i` in the open model: two seconds' worth of arrivals (so a
-    /// one-second stall of the target does not starve the schedule), at least 8.
+    /// one-second stall of the target does not starve the schedule), at least 8; none for a
+    /// follow-up.
     pub fn open_users(&self, i: usize) -> usize {
+        // A follow-up is sent by the users of the request whose flow it belongs to.
+        if self.def.requests.get(i).is_some_and(|r| r.follow_up) {
+            return 0;
+        }
         if let Some(u) = self.users {
             return u.max(1);
         }
@@ -435,8 +457,28 @@ impl ScenarioDef {
             if !labels.insert(r.label.as_str()) {
                 return Err(self.invalid(format!("label '{}' used twice", r.label)));
             }
-            if r.expect.is_empty() {
+            if r.method == Method::Client && !r.follow_up {
+                return Err(
+                    self.invalid(format!("label {}: CLIENT labels are timed by a flow: set follow_up", r.label))
+                );
+            }
+            if r.expect.is_empty() && r.method != Method::Client {
                 return Err(self.invalid(format!("label {}: expect is empty", r.label)));
+            }
+            if let Some(flow) = &r.flow
+                && !flows::FLOWS.contains(&flow.as_str())
+            {
+                return Err(self.invalid(format!(
+                    "label {}: unknown flow '{flow}' (known: {:?})",
+                    r.label,
+                    flows::FLOWS
+                )));
+            }
+            if r.follow_up {
+                if r.rate.is_some() || r.flow.is_some() {
+                    return Err(self.invalid(format!("label {}: a follow_up has neither rate nor flow", r.label)));
+                }
+                continue;
             }
             match (self.load.model, r.rate) {
                 (Model::Open, Some(rate)) if rate > 0.0 => {}
@@ -445,6 +487,15 @@ impl ScenarioDef {
                     return Err(self.invalid(format!("label {}: rate is for the open model", r.label)));
                 }
                 (Model::Closed, None) => {}
+            }
+        }
+        for r in self.requests.iter().filter(|r| r.flow.is_some()) {
+            for needed in r.flow.as_deref().map(flows::follow_ups).unwrap_or_default() {
+                if !self.requests.iter().any(|q| q.follow_up && q.label == *needed) {
+                    return Err(
+                        self.invalid(format!("flow of label {} needs a follow_up request labelled {needed}", r.label))
+                    );
+                }
             }
         }
         if self.load.model == Model::Closed && self.load.users.unwrap_or(0) == 0 {
@@ -616,11 +667,34 @@ rate_factor = 0.5
     }
 
     #[test]
+    fn a_flow_needs_its_follow_ups_and_client_labels_must_be_follow_ups() {
+        let poll = MINIMAL.replace("rate = 10\n", "rate = 10\nflow = \"agent_work\"\n");
+        let err = ScenarioDef::parse(&poll, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(err.contains("needs a follow_up request labelled csr_generate"), "{err}");
+        let mut ok = poll.clone();
+        for (label, method) in [("csr_generate", "CLIENT"), ("csr_submit", "POST"), ("status_report", "POST")] {
+            ok.push_str(&format!(
+                "[[requests]]\nlabel = \"{label}\"\nmethod = \"{method}\"\npath = \"/x\"\nexpect = [200]\nfollow_up = true\n"
+            ));
+        }
+        let def = ScenarioDef::parse(&ok, Path::new("t.toml")).unwrap();
+        let r = def.resolve("smoke").unwrap();
+        // Follow-ups get no users and no schedule of their own.
+        assert_eq!(r.open_users(1), 0);
+        assert!(r.open_users(0) > 0);
+        let stray = format!("{MINIMAL}[[requests]]\nlabel = \"sign\"\nmethod = \"CLIENT\"\nrate = 1\n");
+        assert!(ScenarioDef::parse(&stray, Path::new("t.toml")).is_err());
+    }
+
+    #[test]
     fn the_shipped_scenarios_parse_and_have_every_profile() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
         let all = load_dir(&dir).unwrap();
         let names: Vec<&str> = all.iter().map(|d| d.name.as_str()).collect();
-        assert_eq!(names, ["acme_burst", "agent_storm", "api", "bulk_renewal", "fleet_renewal"]);
+        assert_eq!(
+            names,
+            ["acme_burst", "acme_enrollment", "agent_fleet", "agent_storm", "api", "bulk_renewal", "fleet_renewal"]
+        );
         for d in &all {
             for p in ["smoke", "ci", "scale"] {
                 d.resolve(p).unwrap();

@@ -11,6 +11,7 @@ mod compare;
 mod embedded;
 mod exit_codes;
 mod fleet;
+mod flows;
 mod measurement;
 mod scale;
 mod seeds;

@@ -17,7 +17,7 @@ async fn the_fixtures_build_the_fleet_idempotently_with_usable_agent_credentials
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../seeds");
     let fleet = Fleet { certs: 1200, agents: 500 };
     let first = certctl_loadtest::seed::apply(&url, &dir, None, fleet).await.unwrap();
-    assert_eq!(first.files, ["01_bulk_renewal_certs.sql", "02_agent_fleet.sql"]);
+    assert_eq!(first.files, ["01_bulk_renewal_certs.sql", "02_agent_fleet.sql", "03_agent_fleet_work.sql"]);
     // Re-running is harmless: nothing is duplicated, nothing fails.
     certctl_loadtest::seed::apply(&url, &dir, None, fleet).await.unwrap();
 
