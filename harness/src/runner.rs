@@ -298,15 +298,6 @@ async fn drive(
     if cancel.load(Ordering::Relaxed) {
         return Err(HarnessError::Interrupted);
     }
-    for sc in &scenarios {
-        if let Some(l) = sc.labels.iter().find(|l| l.count == 0) {
-            return Err(HarnessError::Target(format!(
-                "{}: label {} completed no requests — the run measured nothing",
-                sc.name, l.label
-            )));
-        }
-    }
-
     let replicas = match (&pool, &target.database_url, window_start) {
         (Some(p), Some(url), Some(from)) => {
             eprintln!("certctl-loadtest: checking the multi-replica invariants");
@@ -544,7 +535,22 @@ pub fn verdict(s: &Summary) -> Verdict {
     let targets_note = format!("{targets_met}/{} project targets met", targets.len());
     let broken: Vec<&summary::Invariant> =
         s.replicas.iter().flat_map(|r| r.invariants.iter()).filter(|i| !i.held).collect();
-    let (exit_code, reason) = if let Some(inv) = broken.first() {
+    // A label that completed no request measured nothing: the run could not be carried out
+    // (exit 2), but the other scenarios' results are still written and reported.
+    let unmeasured = s.scenarios.iter().find_map(|sc| {
+        sc.labels.iter().find(|l| l.count == 0).map(|l| {
+            let why = sc
+                .scheduler_throughput
+                .as_ref()
+                .filter(|t| t.status != "measured")
+                .map(|t| format!(" ({})", t.status))
+                .unwrap_or_default();
+            format!("{}: label {} completed no requests{why} — the run measured nothing", sc.name, l.label)
+        })
+    });
+    let (exit_code, reason) = if let Some(why) = unmeasured {
+        (2, format!("{why}; {targets_note}"))
+    } else if let Some(inv) = broken.first() {
         (1, format!("multi-replica invariant violated: {} ({}); {targets_note}", inv.name, inv.detail))
     } else if let Some((sc, t)) = seed_fail.first() {
         let obs = t.observed.map(|v| format!("{v:.3}")).unwrap_or_default();

@@ -100,7 +100,18 @@ min = 1
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_renewal_scenario_renews_a_small_fleet_and_counts_every_job() {
     let root = tempfile::tempdir().unwrap();
-    let sdir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    // The shipped scenario, plus the agent fleet's work fixture: its undelivered Deployment
+    // jobs (agents' work, left behind by an agent_fleet scenario in a full run) must not hold
+    // the quiesce step up.
+    let sdir = root.path().join("scenarios");
+    std::fs::create_dir_all(&sdir).unwrap();
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/fleet_renewal.toml")).unwrap();
+    let line = r#"fixtures = ["01_bulk_renewal_certs.sql"]"#;
+    assert!(shipped.contains(line));
+    let with_agent_work = shipped
+        .replace(line, r#"fixtures = ["01_bulk_renewal_certs.sql", "02_agent_fleet.sql", "03_agent_fleet_work.sql"]"#);
+    std::fs::write(sdir.join("fleet_renewal.toml"), with_agent_work).unwrap();
     let out = root.path().join("run");
     let Some(o) = run(&[
         "--scenarios-dir",
@@ -109,6 +120,8 @@ async fn the_fleet_renewal_scenario_renews_a_small_fleet_and_counts_every_job() 
         "fleet_renewal",
         "--certs",
         "300",
+        "--agents",
+        "20",
         "--out",
         out.to_str().unwrap(),
     ])

@@ -201,3 +201,15 @@ async fn a_violated_multi_replica_invariant_fails_the_run_with_one_line() {
     assert!(v.reason.contains("job_processed_once") && !v.reason.contains('\n'), "{}", v.reason);
     validate(&serde_json::to_value(&s).unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_that_completed_nothing_makes_the_run_exit_2_with_one_line() {
+    let mut s = summary::read(&support::reference_run().await).unwrap();
+    assert_eq!(certctl_loadtest::verdict(&s).exit_code, 0);
+    let label = s.scenarios[0].labels[0].label.clone();
+    s.scenarios[0].labels[0].count = 0;
+    let v = certctl_loadtest::verdict(&s);
+    assert_eq!(v.exit_code, 2, "{}", v.reason);
+    assert!(v.reason.contains(&label) && v.reason.contains("completed no requests"), "{}", v.reason);
+    assert!(!v.reason.contains('\n'), "{}", v.reason);
+}
