@@ -14,6 +14,11 @@
 //! only when the medians differ by more than the noise floor — `max(rel × baseline, abs)` — *and*
 //! the test supports it at level `alpha`; otherwise it is **within noise**. Too few windows on
 //! either side give **insufficient data**, which never fails the gate.
+//!
+//! **Scheduler throughput** ([`compare_throughput`]) has no latency windows: a
+//! `[scheduler_throughput]` scenario makes one call, then the fleet renews. Its samples are the
+//! per-second completion counts of the drain (first and last, partial, seconds left out), and
+//! a *drop* beyond the relative floor, supported by the same test, is a regression.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::{hlog, new_histogram};
 use crate::report::summary::{self, LabelSummary, Summary};
+use crate::scenario::scheduler_throughput::{RATE as THROUGHPUT_METRIC, SchedulerThroughput};
 use crate::scenario::{SCENARIO_LABEL, ThresholdDef, ThresholdSet};
 
 /// A threshold's outcome.
@@ -188,7 +194,7 @@ pub struct MetricComparison {
     pub scenario: String,
     /// Label.
     pub label: String,
-    /// `p50`, `p95`, `p99` or `error_rate`.
+    /// `p50`, `p95`, `p99`, `error_rate`, or `scheduler_certs_per_s` (label `_scenario`).
     pub metric: String,
     /// Baseline whole-run value.
     pub baseline: f64,
@@ -408,6 +414,41 @@ fn build(
     }
 }
 
+/// The throughput samples of a measured scheduler-throughput scenario: completions in each
+/// whole second of the drain (the first second also holds the call, the last is partial).
+pub fn throughput_samples(t: &SchedulerThroughput) -> Vec<f64> {
+    if t.status != "measured" || t.series.len() < 3 {
+        return Vec::new();
+    }
+    t.series[1..t.series.len() - 1].iter().map(|p| p.per_s).collect()
+}
+
+/// Compares two scheduler-throughput measurements (metric `scheduler_certs_per_s`, label
+/// `_scenario`). Higher is better: the samples are judged negated, so a drop is a regression.
+pub fn compare_throughput(
+    scenario: &str,
+    base: &SchedulerThroughput,
+    run: &SchedulerThroughput,
+    noise: &NoiseFloor,
+) -> MetricComparison {
+    let neg = |t: &SchedulerThroughput| throughput_samples(t).into_iter().map(|v| -v).collect::<Vec<f64>>();
+    let (b, r) = (neg(base), neg(run));
+    let (verdict, p_value, mb, mr) = judge(&b, &r, 0.0, noise);
+    MetricComparison {
+        scenario: scenario.into(),
+        label: SCENARIO_LABEL.into(),
+        metric: THROUGHPUT_METRIC.into(),
+        baseline: base.certs_per_s,
+        run: run.certs_per_s,
+        baseline_median: -mb,
+        run_median: -mr,
+        change_pct: (mb != 0.0).then(|| (mr - mb) / mb * 100.0),
+        p_value,
+        samples: [b.len(), r.len()],
+        verdict,
+    }
+}
+
 /// Problems comparing.
 #[derive(Debug, thiserror::Error)]
 pub enum CompareError {
@@ -454,6 +495,10 @@ pub fn compare_dirs(base_dir: &Path, run_dir: &Path, noise: &NoiseFloor) -> Resu
             let whole = |m: &str| (label_metric(bl, m).unwrap_or(0.0), label_metric(l, m).unwrap_or(0.0));
             results.extend(compare_series(&sc.name, &l.label, b, r, &whole, noise));
         }
+        let base_t = bs.scenarios.iter().find(|x| x.name == sc.name).and_then(|x| x.scheduler_throughput.as_ref());
+        if let (Some(b), Some(r)) = (base_t, sc.scheduler_throughput.as_ref()) {
+            results.push(compare_throughput(&sc.name, b, r, noise));
+        }
     }
     let regressed = results.iter().any(|r| r.verdict == CompareVerdict::Regressed);
     Ok(Comparison {
@@ -481,7 +526,11 @@ pub fn comparison_table(c: &Comparison) -> String {
         c.noise.alpha
     );
     for r in &c.results {
-        let fmt = |v: f64| if r.metric == "error_rate" { format!("{:.3} %", v * 100.0) } else { format!("{v:.2} ms") };
+        let fmt = |v: f64| match r.metric.as_str() {
+            "error_rate" => format!("{:.3} %", v * 100.0),
+            THROUGHPUT_METRIC => format!("{v:.1}/s"),
+            _ => format!("{v:.2} ms"),
+        };
         s.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} → {} | {} | {} | {} |\n",
             r.scenario,
@@ -571,6 +620,55 @@ mod tests {
         assert_eq!(verdicts(&base, &run)[3], CompareVerdict::Regressed);
         let short = synth(3, 100, 10.0, 0.2, 4);
         assert!(verdicts(&base, &short).iter().all(|v| *v == CompareVerdict::InsufficientData));
+    }
+
+    fn drain(per_s: &[f64]) -> SchedulerThroughput {
+        let mut versions = 0;
+        let series: Vec<crate::metrics::fleet::FleetPoint> = per_s
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                versions += n as u64;
+                crate::metrics::fleet::FleetPoint { t_s: (i + 1) as f64, versions, per_s: n }
+            })
+            .collect();
+        SchedulerThroughput {
+            status: "measured".into(),
+            selected: versions,
+            matched: versions,
+            enqueued: versions,
+            skipped: 0,
+            completed: versions,
+            failed: 0,
+            cancelled: 0,
+            quiesce_s: 0.0,
+            call_ms: 500.0,
+            seconds: per_s.len() as f64,
+            certs_per_s: versions as f64 / per_s.len() as f64,
+            series,
+        }
+    }
+
+    #[test]
+    fn a_slower_fleet_drain_is_a_regression_and_a_faster_one_an_improvement() {
+        let noise = NoiseFloor::default();
+        let fast = drain(&[300.0, 1010.0, 990.0, 1020.0, 1000.0, 980.0, 1005.0, 995.0, 400.0]);
+        let slow = drain(&[200.0, 610.0, 590.0, 620.0, 600.0, 580.0, 605.0, 595.0, 300.0]);
+        let c = compare_throughput("fleet_renewal", &fast, &slow, &noise);
+        assert_eq!(c.verdict, CompareVerdict::Regressed, "{c:?}");
+        assert_eq!((c.metric.as_str(), c.label.as_str()), ("scheduler_certs_per_s", "_scenario"));
+        assert_eq!(c.samples, [7, 7], "first and last seconds are left out");
+        assert_eq!((c.baseline_median, c.run_median), (1000.0, 600.0));
+        assert!((c.change_pct.unwrap() + 40.0).abs() < 1e-9, "{c:?}");
+        assert_eq!(compare_throughput("fleet_renewal", &slow, &fast, &noise).verdict, CompareVerdict::Improved);
+        let same = drain(&[250.0, 1000.0, 1015.0, 985.0, 1010.0, 990.0, 1000.0, 1002.0, 100.0]);
+        assert_eq!(compare_throughput("fleet_renewal", &fast, &same, &noise).verdict, CompareVerdict::WithinNoise);
+        // A 2-second smoke drain has no whole second to judge.
+        let short = drain(&[900.0, 1000.0, 100.0]);
+        assert_eq!(
+            compare_throughput("fleet_renewal", &fast, &short, &noise).verdict,
+            CompareVerdict::InsufficientData
+        );
     }
 
     #[test]

@@ -147,14 +147,21 @@ pub fn render(s: &Summary, charts: &[String]) -> String {
             p.db_connections.map(|c| c.to_string()).unwrap_or_else(|| "–".into()),
             sc.pg_stat_statements.status
         ));
-        for (k, v) in &sc.db_metrics {
-            o.push_str(&format!(
-                "\n{}: {} = {}\n",
-                sc.name,
-                k,
-                v.map(|v| format!("{v:.1}/s")).unwrap_or_else(|| "not measured".into())
-            ));
-        }
+    }
+    // Database-derived rates go below the table: a line inside it would end the table there.
+    let metrics: Vec<String> = s
+        .scenarios
+        .iter()
+        .flat_map(|sc| {
+            sc.db_metrics.iter().map(move |(k, v)| {
+                let v = v.map(|v| format!("{v:.1}/s")).unwrap_or_else(|| "not measured".into());
+                format!("- {}: {k} = {v}\n", sc.name)
+            })
+        })
+        .collect();
+    if !metrics.is_empty() {
+        o.push_str("\nDatabase-derived rates over each scenario's run:\n\n");
+        o.push_str(&metrics.concat());
     }
     fleet_renewal_section(&mut o, s);
     scheduler_throughput_section(&mut o, s);

@@ -58,6 +58,9 @@ body = '{"certificate_ids": {cert_batch}}'
 batch = 100
 rate = 5
 expect = [200]
+[[db_metrics]]
+name = "fleet_renewals_per_s"
+counter_sql = "SELECT count(*) FROM certificate_versions WHERE certificate_id LIKE 'loadtest-bulk-%'"
 [fleet_renewal]
 counter_sql = "SELECT count(*) FROM certificate_versions WHERE certificate_id LIKE 'loadtest-bulk-%'"
 window_s = 3
@@ -94,7 +97,15 @@ min = 1
     assert_eq!(t["op"], ">=");
     assert_eq!(t["verdict"], "pass");
     assert!(out.join("renewals-fleet-renewal.png").is_file());
-    assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("## Fleet renewal"));
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("## Fleet renewal"));
+    // The database-derived rate is listed below the resources table, which stays whole: the
+    // line right after its only row ends the table.
+    let table = report.split("## Resources").nth(1).unwrap();
+    let rows: Vec<&str> =
+        table.lines().skip_while(|l| !l.starts_with('|')).take_while(|l| l.starts_with('|')).collect();
+    assert_eq!(rows.len(), 3, "header, rule and one scenario row: {rows:?}");
+    assert!(table.contains("- renewals: fleet_renewals_per_s = "), "{table}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
