@@ -185,12 +185,29 @@ pub struct CompareArgs {
     pub baseline: PathBuf,
     /// Run directory to judge (compare.json is written here).
     pub run: PathBuf,
-    /// Relative noise floor (0.10 = 10 %).
-    #[arg(long, default_value_t = 0.10)]
+    /// Relative noise floor for p50 (0.60 = a rise beyond ×1.6 regresses, a fall beyond ÷1.6
+    /// improves). The defaults are calibrated from same-code runs on a shared 2-core machine;
+    /// tighten them on quiet, dedicated hardware.
+    #[arg(long, default_value_t = 0.60)]
     pub rel_floor: f64,
-    /// Absolute noise floor for latencies (ms).
+    /// Relative noise floor for p95.
+    #[arg(long, default_value_t = 0.75)]
+    pub rel_floor_p95: f64,
+    /// Relative noise floor for p99.
+    #[arg(long, default_value_t = 0.90)]
+    pub rel_floor_p99: f64,
+    /// Absolute noise floor for p50 latencies (ms).
     #[arg(long, default_value_t = 1.0)]
     pub abs_floor_ms: f64,
+    /// Absolute noise floor for p95 latencies (ms).
+    #[arg(long, default_value_t = 2.0)]
+    pub abs_floor_p95_ms: f64,
+    /// Absolute noise floor for p99 latencies (ms).
+    #[arg(long, default_value_t = 15.0)]
+    pub abs_floor_p99_ms: f64,
+    /// Relative noise floor for fleet_renewal's certificates/s (a drop beyond it regresses).
+    #[arg(long, default_value_t = 0.25)]
+    pub rel_floor_throughput: f64,
     /// Significance level of the Mann-Whitney test.
     #[arg(long, default_value_t = 0.01)]
     pub alpha: f64,

@@ -620,8 +620,17 @@ pub async fn seed_only(args: &SeedArgs) -> Result<Outcome, HarnessError> {
 
 /// `compare`.
 pub fn compare(args: &CompareArgs) -> Result<Outcome, HarnessError> {
-    let noise =
-        NoiseFloor { rel: args.rel_floor, abs_ms: args.abs_floor_ms, alpha: args.alpha, ..NoiseFloor::default() };
+    let noise = NoiseFloor {
+        rel: args.rel_floor,
+        rel_p95: args.rel_floor_p95,
+        rel_p99: args.rel_floor_p99,
+        abs_ms: args.abs_floor_ms,
+        abs_ms_p95: args.abs_floor_p95_ms,
+        abs_ms_p99: args.abs_floor_p99_ms,
+        rel_throughput: args.rel_floor_throughput,
+        alpha: args.alpha,
+        ..NoiseFloor::default()
+    };
     let c = gate::compare_dirs(&args.baseline, &args.run, &noise)?;
     println!("{}", gate::comparison_table(&c));
     let path = args.run.join("compare.json");

@@ -163,9 +163,20 @@ pub fn summary(dir: &Path) -> serde_json::Value {
 pub async fn reference_run() -> PathBuf {
     static RUN: OnceCell<PathBuf> = OnceCell::const_new();
     RUN.get_or_init(|| async {
-        // Shared by several tests, so it outlives each of them: kept under cargo's per-target
-        // temporary directory (replaced on every test run) rather than leaked into /tmp.
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("loadtest-reference");
+        // Shared by the tests of one process, so it outlives each of them: kept under cargo's
+        // per-target temporary directory rather than leaked into /tmp. nextest runs every test
+        // in its own process, so the directory is per process (a shared one was deleted by one
+        // test while another read it); those of processes that have exited are removed here.
+        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = name.strip_prefix("loadtest-reference-")
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let root = tmp.join(format!("loadtest-reference-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let (url, _st) = target(None).await;
         let sdir = root.join("scenarios");
