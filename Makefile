@@ -7,6 +7,9 @@ export CARGO_TERM_COLOR ?= never
 .PHONY: run test lint fmt deps build clean acme-e2e loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent
 
 ## Install PostgreSQL's server binaries when none are on the machine (Debian/Ubuntu, needs root).
+# Where cargo puts binaries (honours CARGO_TARGET_DIR, as cargo does).
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+
 deps:
 	@bash scripts/ensure-postgres.sh
 	@bash scripts/ensure-actionlint.sh
@@ -14,7 +17,7 @@ deps:
 ## Main job: certctl-server against a throw-away PostgreSQL with the demo seed (Ctrl-C stops it).
 run: deps
 	$(CARGO) build --workspace --all-targets --locked
-	./target/debug/certctl-dev
+	$(TARGET_DIR)/debug/certctl-dev
 
 ## All tests: unit + integration against a real throw-away PostgreSQL.
 test: deps
@@ -42,7 +45,7 @@ clean:
 
 ## Load harness (certctl-loadtest): release build, throw-away PostgreSQL + server, run dir under
 ## artifacts/runs/. Extra options: make loadtest LOADTEST_ARGS="--baseline artifacts/baselines/<dir>"
-LOADTEST ?= ./target/release/certctl-loadtest
+LOADTEST ?= $(TARGET_DIR)/release/certctl-loadtest
 LOADTEST_ARGS ?=
 
 loadtest-release: deps

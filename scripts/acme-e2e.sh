@@ -5,7 +5,8 @@
 # own standalone server on loopback, finalize, download, and revoke a certificate.
 #
 # Exits non-zero on any failure and prints the server log. Usage:
-#   scripts/acme-e2e.sh              # uses target/debug/certctl-dev (built if missing)
+#   scripts/acme-e2e.sh              # uses target/debug/certctl-dev ($CARGO_TARGET_DIR/debug/
+#                                    # certctl-dev when that is set)
 # Environment:
 #   CERTCTL_DEV=path                 the certctl-dev binary
 #   ACME_E2E_PROFILE=prof-standard-tls   profile to enrol under (challenge mode)
@@ -15,7 +16,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-BIN="${CERTCTL_DEV:-$ROOT/target/debug/certctl-dev}"
+BIN="${CERTCTL_DEV:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/certctl-dev}"
 PROFILE="${ACME_E2E_PROFILE:-prof-standard-tls}"
 KEY_TYPES="${ACME_E2E_KEY_TYPES:-ec256 rsa2048}"
 DOMAIN="e2e.acme.certctl.test"
