@@ -36,30 +36,19 @@ async fn embedded_mode_starts_seeds_measures_and_tears_everything_down() {
     let root = tempfile::tempdir().unwrap();
     let sdir = root.path().join("scenarios");
     scenario(&sdir);
-    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../seeds");
     let out = root.path().join("run");
-    let o = {
-        let _g = support::lock().await;
-        certctl_loadtest::run_args([
-            "certctl-loadtest",
-            "run",
-            "--scenarios-dir",
-            sdir.to_str().unwrap(),
-            "--seeds-dir",
-            seeds.to_str().unwrap(),
-            "--agents",
-            "300",
-            "--out",
-            out.to_str().unwrap(),
-            "--quiet",
-        ])
-        .await
-    };
-    if o.message.contains("certctl-server binary not found") {
-        // Only `cargo test -p certctl-loadtest` skips building the server binary.
-        eprintln!("skipped: {}", o.message);
+    let Some(o) = support::run_embedded(&[
+        "--scenarios-dir",
+        sdir.to_str().unwrap(),
+        "--agents",
+        "300",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .await
+    else {
         return;
-    }
+    };
     assert_eq!(o.code, 0, "{}", o.message);
     let s = support::summary(&out);
     assert_eq!(s["mode"], "embedded");
@@ -136,31 +125,21 @@ max = 0.01
 "#,
     )
     .unwrap();
-    let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../seeds");
     let out = root.path().join("run");
-    let o = {
-        let _g = support::lock().await;
-        certctl_loadtest::run_args([
-            "certctl-loadtest",
-            "run",
-            "--scenarios-dir",
-            sdir.to_str().unwrap(),
-            "--seeds-dir",
-            seeds.to_str().unwrap(),
-            "--certs",
-            "200",
-            "--replicas",
-            "2",
-            "--out",
-            out.to_str().unwrap(),
-            "--quiet",
-        ])
-        .await
-    };
-    if o.message.contains("certctl-server binary not found") {
-        eprintln!("skipped: {}", o.message);
+    let Some(o) = support::run_embedded(&[
+        "--scenarios-dir",
+        sdir.to_str().unwrap(),
+        "--certs",
+        "200",
+        "--replicas",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .await
+    else {
         return;
-    }
+    };
     assert_eq!(o.code, 0, "{}", o.message);
     let s = support::summary(&out);
     assert_eq!(s["replicas"]["count"], 2);
@@ -177,7 +156,7 @@ max = 0.01
     assert!(inv[3]["detail"].as_str().unwrap().contains("admitted 10,"), "{}", inv[3]["detail"]);
     assert!(out.join("server.log").is_file() && out.join("server-2.log").is_file());
     assert_eq!(s["server_settings"]["CERTCTL_RATELIMIT_BACKEND"], "postgres");
-    crate::scale::validate(&s);
+    support::validate_summary(&s);
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("held `shared_rate_limit_exact`"), "{report}");
     // Both servers were torn down.

@@ -5,36 +5,6 @@ use std::path::Path;
 
 use crate::support;
 
-fn seeds() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../seeds")
-}
-
-fn assert_valid_against_schema(instance: &serde_json::Value) {
-    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/summary.schema.json");
-    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> =
-        validator.iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-    assert!(errors.is_empty(), "{errors:#?}");
-}
-
-/// Runs `args` after `run --seeds-dir … --quiet`; `None` when the server binary is not built
-/// (only `cargo test -p certctl-loadtest` skips building it).
-async fn run(args: &[&str]) -> Option<certctl_loadtest::Outcome> {
-    let seeds = seeds();
-    let mut all = vec!["certctl-loadtest", "run", "--seeds-dir", seeds.to_str().unwrap(), "--quiet"];
-    all.extend_from_slice(args);
-    let o = {
-        let _g = support::lock().await;
-        certctl_loadtest::run_args(all).await
-    };
-    if o.message.contains("certctl-server binary not found") {
-        eprintln!("skipped: {}", o.message);
-        return None;
-    }
-    Some(o)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleet_renewal_rate_is_recorded_with_a_positive_rate_while_bulk_renew_runs() {
     let root = tempfile::tempdir().unwrap();
@@ -74,14 +44,21 @@ min = 1
     )
     .unwrap();
     let out = root.path().join("run");
-    let Some(o) =
-        run(&["--scenarios-dir", sdir.to_str().unwrap(), "--certs", "300", "--out", out.to_str().unwrap()]).await
+    let Some(o) = support::run_embedded(&[
+        "--scenarios-dir",
+        sdir.to_str().unwrap(),
+        "--certs",
+        "300",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .await
     else {
         return;
     };
     assert_eq!(o.code, 0, "{}", o.message);
     let s = support::summary(&out);
-    assert_valid_against_schema(&s);
+    support::validate_summary(&s);
     let f = &s["scenarios"][0]["fleet_renewal"];
     assert_eq!(f["status"], "measured");
     assert_eq!(f["window_s"], 3);
@@ -124,7 +101,7 @@ async fn the_fleet_renewal_scenario_renews_a_small_fleet_and_counts_every_job() 
         .replace(line, r#"fixtures = ["01_bulk_renewal_certs.sql", "02_agent_fleet.sql", "03_agent_fleet_work.sql"]"#);
     std::fs::write(sdir.join("fleet_renewal.toml"), with_agent_work).unwrap();
     let out = root.path().join("run");
-    let Some(o) = run(&[
+    let Some(o) = support::run_embedded(&[
         "--scenarios-dir",
         sdir.to_str().unwrap(),
         "--scenario",
@@ -142,7 +119,7 @@ async fn the_fleet_renewal_scenario_renews_a_small_fleet_and_counts_every_job() 
     };
     assert_eq!(o.code, 0, "{}", o.message);
     let s = support::summary(&out);
-    assert_valid_against_schema(&s);
+    support::validate_summary(&s);
     let sc = &s["scenarios"][0];
     assert_eq!(sc["model"], "drain");
     let t = &sc["scheduler_throughput"];

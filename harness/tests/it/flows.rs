@@ -27,40 +27,23 @@ async fn smoke(name: &str, secs: u32) -> Option<serde_json::Value> {
     let root = tempfile::tempdir().unwrap();
     let sdir = root.path().join("scenarios");
     shortened(&sdir, name, secs);
-    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../seeds");
     let out = root.path().join("run");
-    let o = {
-        let _g = support::lock().await;
-        certctl_loadtest::run_args([
-            "certctl-loadtest",
-            "run",
-            "--scenarios-dir",
-            sdir.to_str().unwrap(),
-            "--seeds-dir",
-            seeds.to_str().unwrap(),
-            "--agents",
-            "300",
-            "--profile",
-            "smoke",
-            "--out",
-            out.to_str().unwrap(),
-            "--quiet",
-        ])
-        .await
-    };
-    if o.message.contains("certctl-server binary not found") {
-        eprintln!("skipped: {}", o.message);
-        return None;
-    }
+    let o = support::run_embedded(&[
+        "--scenarios-dir",
+        sdir.to_str().unwrap(),
+        "--agents",
+        "300",
+        "--profile",
+        "smoke",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .await?;
     // Exit 0 or 1: the seed guards are loose, but a slow shared machine may still miss one;
     // what this test asserts is that the flow works (errors, labels, schema), not timing.
     assert!(o.code == 0 || o.code == 1, "{}", o.message);
     let s = support::summary(&out);
-    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/summary.schema.json");
-    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator.iter_errors(&s).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-    assert!(errors.is_empty(), "{errors:#?}");
+    support::validate_summary(&s);
     Some(s)
 }
 

@@ -11,16 +11,6 @@ use certctl_loadtest::scenario::engine::ScheduleCounts;
 
 use crate::support;
 
-/// Asserts that `instance` is valid against the committed summary schema.
-pub fn validate(instance: &serde_json::Value) {
-    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/summary.schema.json");
-    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> =
-        validator.iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-    assert!(errors.is_empty(), "{errors:#?}");
-}
-
 async fn merge(runs: &[&Path], out: &Path) -> certctl_loadtest::Outcome {
     let mut args: Vec<String> = vec!["certctl-loadtest".into(), "merge".into()];
     args.extend(runs.iter().map(|p| p.display().to_string()));
@@ -50,7 +40,7 @@ async fn two_shards_merge_into_one_run_whose_counts_are_their_sum() {
     let (sa, sb) = (support::summary(&a), support::summary(&b));
     assert_eq!(sa["shard"], serde_json::json!({"index": 1, "count": 2}));
     assert_eq!(sb["shard"], serde_json::json!({"index": 2, "count": 2}));
-    validate(&sa);
+    support::validate_summary(&sa);
     let la = &sa["scenarios"][0]["labels"][0];
     let lb = &sb["scenarios"][0]["labels"][0];
     // Each shard offers half the rate; together they plan the one-generator schedule (300 slots).
@@ -60,7 +50,7 @@ async fn two_shards_merge_into_one_run_whose_counts_are_their_sum() {
     let o = merge(&[&a, &b], &m).await;
     assert_eq!(o.code, 0, "{}", o.message);
     let sm = support::summary(&m);
-    validate(&sm);
+    support::validate_summary(&sm);
     let lm = &sm["scenarios"][0]["labels"][0];
     let n = |l: &serde_json::Value, k: &str| l[k].as_u64().unwrap();
     assert_eq!(n(lm, "count"), n(la, "count") + n(lb, "count"));
@@ -199,7 +189,7 @@ async fn a_violated_multi_replica_invariant_fails_the_run_with_one_line() {
     let v = certctl_loadtest::verdict(&s);
     assert_eq!(v.exit_code, 1);
     assert!(v.reason.contains("job_processed_once") && !v.reason.contains('\n'), "{}", v.reason);
-    validate(&serde_json::to_value(&s).unwrap());
+    support::validate_summary(&serde_json::to_value(&s).unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -154,6 +154,34 @@ max = 0
     std::fs::write(dir.join(format!("{name}.toml")), text).unwrap();
 }
 
+/// Asserts that `instance` is valid against the committed summary schema.
+pub fn validate_summary(instance: &serde_json::Value) {
+    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/summary.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> =
+        validator.iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+/// An embedded-mode run (throw-away PostgreSQL + the real `certctl-server`) with the project's
+/// fixtures: `run --seeds-dir seeds/ --quiet` followed by `args`, one embedded run at a time.
+/// `None` when the server binary is not built (only `cargo test -p certctl-loadtest` skips it).
+pub async fn run_embedded(args: &[&str]) -> Option<certctl_loadtest::Outcome> {
+    let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../seeds");
+    let mut all = vec!["certctl-loadtest", "run", "--seeds-dir", seeds.to_str().unwrap(), "--quiet"];
+    all.extend_from_slice(args);
+    let o = {
+        let _g = lock().await;
+        certctl_loadtest::run_args(all).await
+    };
+    if o.message.contains("certctl-server binary not found") {
+        eprintln!("skipped: {}", o.message);
+        return None;
+    }
+    Some(o)
+}
+
 /// Reads a run's summary.json as JSON.
 pub fn summary(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap()
