@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::HarnessError;
 use crate::embedded;
+use crate::gate::NoiseFloor;
 use crate::scenario::template::Fleet;
 use crate::scenario::{self, ResolvedScenario};
 
@@ -188,28 +189,28 @@ pub struct CompareArgs {
     /// Relative noise floor for p50 (0.60 = a rise beyond ×1.6 regresses, a fall beyond ÷1.6
     /// improves). The defaults are calibrated from same-code runs on a shared 2-core machine;
     /// tighten them on quiet, dedicated hardware.
-    #[arg(long, default_value_t = 0.60)]
+    #[arg(long, default_value_t = NoiseFloor::default().rel)]
     pub rel_floor: f64,
     /// Relative noise floor for p95.
-    #[arg(long, default_value_t = 0.75)]
+    #[arg(long, default_value_t = NoiseFloor::default().rel_p95)]
     pub rel_floor_p95: f64,
     /// Relative noise floor for p99.
-    #[arg(long, default_value_t = 0.90)]
+    #[arg(long, default_value_t = NoiseFloor::default().rel_p99)]
     pub rel_floor_p99: f64,
     /// Absolute noise floor for p50 latencies (ms).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = NoiseFloor::default().abs_ms)]
     pub abs_floor_ms: f64,
     /// Absolute noise floor for p95 latencies (ms).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = NoiseFloor::default().abs_ms_p95)]
     pub abs_floor_p95_ms: f64,
     /// Absolute noise floor for p99 latencies (ms).
-    #[arg(long, default_value_t = 15.0)]
+    #[arg(long, default_value_t = NoiseFloor::default().abs_ms_p99)]
     pub abs_floor_p99_ms: f64,
     /// Relative noise floor for fleet_renewal's certificates/s (a drop beyond it regresses).
-    #[arg(long, default_value_t = 0.25)]
+    #[arg(long, default_value_t = NoiseFloor::default().rel_throughput)]
     pub rel_floor_throughput: f64,
     /// Significance level of the Mann-Whitney test.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = NoiseFloor::default().alpha)]
     pub alpha: f64,
 }
 
