@@ -128,7 +128,16 @@ pub struct Embedded {
     /// `CERTCTL_*` settings the server runs with (secrets excluded).
     pub server_env: std::collections::BTreeMap<String, String>,
     log_path: PathBuf,
+    /// Loopback port of every server (kept across restarts, so `base_urls` stay valid).
+    ports: Vec<u16>,
+    /// How the servers were started (for restarts).
+    opts: EmbeddedOptions,
+    /// Restarts so far (names the logs of restarted servers).
+    restarts: usize,
 }
+
+/// The template database [`Embedded::snapshot`] saves the seeded state in.
+const TEMPLATE_DB: &str = "certctl_trial_template";
 
 impl Embedded {
     /// Starts PostgreSQL and the server and waits until `/ready` answers 200.
@@ -185,6 +194,9 @@ impl Embedded {
             database_url,
             server_env,
             log_path: opts.log_dir.join("server.log"),
+            ports: Vec::new(),
+            opts: opts.clone(),
+            restarts: 0,
         };
         // One at a time: the first server migrates and seeds the database, the others then
         // boot on a migrated schema instead of racing each other's migrations.
@@ -203,9 +215,15 @@ impl Embedded {
 
     /// Spawns server `i` of `replicas` on a free port (log: `server.log`, then `server-2.log`…).
     fn spawn_server(&mut self, opts: &EmbeddedOptions, i: usize, replicas: usize) -> Result<(), EmbeddedError> {
-        let port = pg_embedded::free_port().map_err(|e| EmbeddedError::Postgres(e.to_string()))?;
-        let log_path =
-            if i == 0 { opts.log_dir.join("server.log") } else { opts.log_dir.join(format!("server-{}.log", i + 1)) };
+        let port = match self.ports.get(i) {
+            Some(p) => *p,
+            None => pg_embedded::free_port().map_err(|e| EmbeddedError::Postgres(e.to_string()))?,
+        };
+        let stem = if i == 0 { "server".to_string() } else { format!("server-{}", i + 1) };
+        let log_path = match self.restarts {
+            0 => opts.log_dir.join(format!("{stem}.log")),
+            n => opts.log_dir.join(format!("{stem}.restart-{n}.log")),
+        };
         let log = File::create(&log_path).map_err(|source| EmbeddedError::Spawn { bin: log_path.clone(), source })?;
         let log2 = log.try_clone().map_err(|source| EmbeddedError::Spawn { bin: log_path.clone(), source })?;
         let mut cmd = Command::new(&opts.server_bin);
@@ -241,11 +259,103 @@ impl Embedded {
             self.pid = child.id();
             self.base_url = url.clone();
         }
+        if self.ports.len() <= i {
+            self.ports.push(port);
+            self.base_urls.push(url);
+        }
         self.pids.push(child.id());
-        self.base_urls.push(url);
         self.children.push(child);
         self.log_path = log_path;
         Ok(())
+    }
+
+    /// Stops every server gracefully (SIGTERM, SIGKILL after 10 s); the cluster keeps running.
+    pub fn stop_servers(&mut self) {
+        for child in &self.children {
+            // SIGTERM through kill(1): the workspace forbids the `unsafe` a libc call needs.
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for mut child in self.children.drain(..) {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) => break,
+                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                    _ => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        break;
+                    }
+                }
+            }
+        }
+        self.pids.clear();
+    }
+
+    /// Starts the servers again on their ports, one at a time, each until `/ready`.
+    pub async fn start_servers(&mut self, cancelled: impl Fn() -> bool) -> Result<(), EmbeddedError> {
+        self.restarts += 1;
+        let opts = self.opts.clone();
+        let replicas = opts.replicas.max(1);
+        self.instance_ids.clear();
+        for i in 0..replicas {
+            self.spawn_server(&opts, i, replicas)?;
+            self.wait_ready(opts.ready_timeout, &cancelled).await?;
+        }
+        Ok(())
+    }
+
+    /// Saves the database's current state (migrated, seeded) as the template that
+    /// [`Embedded::restore`] clones; the servers are stopped meanwhile (a template copy needs
+    /// the source database to itself) and started again.
+    pub async fn snapshot(&mut self, cancelled: impl Fn() -> bool) -> Result<(), EmbeddedError> {
+        self.stop_servers();
+        let r = self
+            .admin(&[
+                // The harness's own pool reconnects when it next needs the database.
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = 'certctl' AND pid <> pg_backend_pid()"
+                    .to_string(),
+                format!("DROP DATABASE IF EXISTS {TEMPLATE_DB}"),
+                format!("CREATE DATABASE {TEMPLATE_DB} TEMPLATE certctl"),
+            ])
+            .await;
+        self.start_servers(cancelled).await?;
+        r
+    }
+
+    /// Puts the database back to the [`Embedded::snapshot`] state: stops the servers, drops
+    /// the database, clones the template, starts the servers. Every trial then starts from
+    /// the same rows, however many the previous one created.
+    pub async fn restore(&mut self, cancelled: impl Fn() -> bool) -> Result<(), EmbeddedError> {
+        self.stop_servers();
+        self.admin(&[
+            "DROP DATABASE IF EXISTS certctl WITH (FORCE)".to_string(),
+            format!("CREATE DATABASE certctl TEMPLATE {TEMPLATE_DB}"),
+        ])
+        .await?;
+        self.start_servers(cancelled).await
+    }
+
+    /// Runs statements on the cluster's `postgres` database, one connection, in order.
+    async fn admin(&self, statements: &[String]) -> Result<(), EmbeddedError> {
+        use sqlx::Connection;
+        let url = pg_embedded::replace_database(&self.database_url, "postgres");
+        let pg = |e: sqlx::Error| EmbeddedError::Postgres(e.to_string());
+        let mut conn = sqlx::PgConnection::connect(&url).await.map_err(pg)?;
+        for sql in statements {
+            // Our own constant statements (database names are constants, nothing user-given).
+            sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).execute(&mut conn).await.map_err(pg)?;
+        }
+        let _ = conn.close().await;
+        Ok(())
+    }
+
+    /// The postmaster's pid (its backends are its children), for CPU sampling.
+    pub fn postgres_pid(&self) -> Option<u32> {
+        let dir = self.cluster.as_ref()?.dir().to_path_buf();
+        let text = std::fs::read_to_string(dir.join("data").join("postmaster.pid")).ok()?;
+        text.lines().next()?.trim().parse().ok()
     }
 
     async fn wait_ready(&mut self, timeout: Duration, cancelled: &impl Fn() -> bool) -> Result<(), EmbeddedError> {
@@ -291,25 +401,7 @@ impl Embedded {
 
     /// Stops every server (SIGTERM, then SIGKILL after 10 s) and the cluster.
     pub fn teardown(&mut self) {
-        // SIGTERM to all first, so the replicas shut down in parallel.
-        for child in &self.children {
-            // SIGTERM through kill(1): the workspace forbids the `unsafe` a libc call needs.
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for mut child in self.children.drain(..) {
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) => break,
-                    Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-                    _ => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                }
-            }
-        }
+        self.stop_servers();
         if let Some(cluster) = self.cluster.take()
             && let Err(e) = cluster.stop()
         {

@@ -36,6 +36,8 @@ pub mod report;
 mod runner;
 pub mod scenario;
 pub mod seed;
+pub mod target;
+pub mod trial;
 
 use std::path::{Path, PathBuf};
 

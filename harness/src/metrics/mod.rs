@@ -120,6 +120,8 @@ pub struct LabelStats {
     pub corrected: Histogram<u64>,
     /// Whole-run service times.
     pub service: Histogram<u64>,
+    /// Whole-run schedule lag: actual start − intended start (the generator's own delay).
+    pub lag: Histogram<u64>,
     /// Per-second intervals, index = second since the scenario's start.
     pub intervals: Vec<Interval>,
     /// Errors by class.
@@ -136,6 +138,7 @@ impl LabelStats {
             label: label.to_string(),
             corrected: new_histogram(),
             service: new_histogram(),
+            lag: new_histogram(),
             intervals: Vec::new(),
             errors: ErrorCounts::default(),
             statuses: BTreeMap::new(),
@@ -159,6 +162,9 @@ impl LabelStats {
 pub struct Recorder {
     /// Time zero of the intervals; set when the engine releases its users.
     t0: std::sync::OnceLock<Instant>,
+    /// Requests intended before this instant (a trial's warm-up) go into the intervals only,
+    /// not into the whole-run histograms and counts that judge the trial.
+    measure_from: std::sync::OnceLock<Instant>,
     labels: Vec<Mutex<LabelStats>>,
     total: AtomicU64,
     errors: AtomicU64,
@@ -169,6 +175,7 @@ impl Recorder {
     pub fn new(labels: &[String]) -> Self {
         Recorder {
             t0: std::sync::OnceLock::new(),
+            measure_from: std::sync::OnceLock::new(),
             labels: labels.iter().map(|l| Mutex::new(LabelStats::new(l))).collect(),
             total: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -178,6 +185,11 @@ impl Recorder {
     /// Sets time zero (the first call wins).
     pub fn set_t0(&self, t0: Instant) {
         let _ = self.t0.set(t0);
+    }
+
+    /// Sets the start of the measurement window (the first call wins; default: everything).
+    pub fn set_measure_from(&self, from: Instant) {
+        let _ = self.measure_from.set(from);
     }
 
     /// Records one finished request of label index `label`.
@@ -197,11 +209,10 @@ impl Recorder {
         let t0 = self.t0.get().copied().unwrap_or(intended);
         let second = ended.saturating_duration_since(t0).as_secs() as usize;
         let is_error = !matches!(outcome, Outcome::Ok(_) | Outcome::Client(true));
+        let judged = self.measure_from.get().is_none_or(|from| intended >= *from);
         // A poisoned lock only means another user panicked mid-record; the histogram is
         // still consistent enough to keep counting.
         let mut s = cell.lock().unwrap_or_else(|e| e.into_inner());
-        s.corrected.saturating_record(corrected);
-        s.service.saturating_record(service);
         while s.intervals.len() <= second {
             s.intervals.push(Interval::new());
         }
@@ -212,13 +223,20 @@ impl Recorder {
                 iv.errors += 1;
             }
         }
-        s.errors.add(outcome);
-        match outcome {
-            Outcome::Ok(st) | Outcome::Status(st) | Outcome::BodyCheck(st) => *s.statuses.entry(st).or_default() += 1,
-            Outcome::Transport | Outcome::Client(_) => {}
-        }
-        if rate_limited {
-            s.rate_limited += 1;
+        if judged {
+            s.corrected.saturating_record(corrected);
+            s.service.saturating_record(service);
+            s.lag.saturating_record(micros(started.saturating_duration_since(intended)));
+            s.errors.add(outcome);
+            match outcome {
+                Outcome::Ok(st) | Outcome::Status(st) | Outcome::BodyCheck(st) => {
+                    *s.statuses.entry(st).or_default() += 1
+                }
+                Outcome::Transport | Outcome::Client(_) => {}
+            }
+            if rate_limited {
+                s.rate_limited += 1;
+            }
         }
         drop(s);
         self.total.fetch_add(1, Ordering::Relaxed);
@@ -300,5 +318,21 @@ mod tests {
         assert!(s.corrected.max() >= 110_000 && s.service.max() < 11_000);
         assert_eq!(s.errors.status_5xx, 1);
         assert_eq!(r.errors(), 1);
+    }
+
+    #[test]
+    fn a_warm_up_request_counts_in_its_interval_but_not_in_the_judged_histograms() {
+        let t0 = Instant::now();
+        let r = Recorder::new(&["a".into()]);
+        r.set_t0(t0);
+        r.set_measure_from(t0 + Duration::from_secs(1));
+        let ms = Duration::from_millis;
+        r.record(0, t0, t0 + ms(5), t0 + ms(10), Outcome::Status(500), false);
+        r.record(0, t0 + ms(1000), t0 + ms(1003), t0 + ms(1010), Outcome::Ok(200), false);
+        let s = &r.snapshot()[0];
+        assert_eq!((s.count(), s.errors.total(), s.intervals[0].errors), (1, 0, 1));
+        assert_eq!(s.intervals.iter().map(|i| i.corrected.len()).sum::<u64>(), 2);
+        // Lag is actual start − intended start: 3 ms for the judged request.
+        assert!((2_900..=3_100).contains(&s.lag.max()));
     }
 }

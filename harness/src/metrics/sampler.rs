@@ -1,7 +1,9 @@
 //! Context sampled while a scenario runs: the server process's RSS and CPU (1 Hz, from
-//! `/proc/<pid>/stat` and `/proc/<pid>/status`) and the database's connection count
-//! (`pg_stat_activity`). Each source is optional: external mode has no server pid, and a run
-//! without `--database-url` has no database.
+//! `/proc/<pid>/stat` and `/proc/<pid>/status`), the CPU of the generator itself and of the
+//! embedded PostgreSQL (the postmaster and every backend it forked), and the database's
+//! connection count (`pg_stat_activity`). The CPU split is what tells a server ceiling from a
+//! generator that ran out of CPU. Each source is optional: external mode has no server or
+//! PostgreSQL pid, and a run without `--database-url` has no database.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +23,46 @@ pub struct Sample {
     pub cpu_percent: Option<f64>,
     /// Connections to the database (all states).
     pub db_connections: Option<i64>,
+    /// The generator's own CPU over the last second, percent of one core.
+    #[serde(default)]
+    pub generator_cpu_percent: Option<f64>,
+    /// PostgreSQL's CPU (postmaster and backends) over the last second, percent of one core.
+    #[serde(default)]
+    pub postgres_cpu_percent: Option<f64>,
+}
+
+/// The processes a sampler watches.
+#[derive(Debug, Clone, Default)]
+pub struct Procs {
+    /// Server processes (summed: the replicas of a `--replicas N` run are one service).
+    pub server: Vec<u32>,
+    /// The PostgreSQL postmaster (its children are summed with it).
+    pub postgres: Option<u32>,
+}
+
+/// `pid` and every process whose parent it is (one level: PostgreSQL's backends).
+pub fn with_children(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let Ok(rd) = std::fs::read_dir("/proc") else { return out };
+    for e in rd.flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let ppid = std::fs::read_to_string(format!("/proc/{child}/stat")).ok().and_then(|st| {
+            let rest = st.get(st.rfind(')')? + 1..)?.to_string();
+            rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+        });
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// CPU percent of one core between two tick readings `dt` seconds apart.
+fn percent(now: Option<u64>, before: Option<u64>, tck: f64, dt: f64) -> Option<f64> {
+    match (now, before) {
+        (Some(n), Some(b)) if dt > 0.0 => Some(n.saturating_sub(b) as f64 / tck / dt * 100.0),
+        _ => None,
+    }
 }
 
 /// Clock ticks per second for `/proc/<pid>/stat` times (`getconf CLK_TCK`; 100 on Linux).
@@ -60,38 +102,45 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// Starts sampling `pids` (summed: the replicas of a `--replicas N` run are one service)
-    /// and `pool` once a second from `t0`.
-    pub fn start(pids: Vec<u32>, pool: Option<PgPool>, t0: Instant) -> Self {
+    /// Starts sampling `procs`, the generator itself and `pool` once a second from `t0`.
+    pub fn start(procs: Procs, pool: Option<PgPool>, t0: Instant) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let handle = tokio::spawn(async move {
             let tck = clk_tck();
-            let mut samples = Vec::new();
-            let ticks = |pids: &[u32]| -> Option<u64> {
+            let me = std::process::id();
+            let sum = |pids: &[u32]| -> Option<u64> {
                 if pids.is_empty() {
                     return None;
                 }
                 pids.iter().map(|p| cpu_ticks(*p)).sum()
             };
-            let mut last = ticks(&pids).map(|t| (t, Instant::now()));
+            // Backends come and go: PostgreSQL's ticks are summed over whoever exists now, so
+            // a backend that exited between two readings loses its last second (a lower bound).
+            let pg_ticks = || procs.postgres.map(|pm| with_children(pm).iter().filter_map(|p| cpu_ticks(*p)).sum());
+            let read = || (sum(&procs.server), cpu_ticks(me), pg_ticks(), Instant::now());
+            let mut last = read();
+            let mut samples = Vec::new();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
             while !flag.load(Ordering::Relaxed) {
                 tick.tick().await;
-                let now = Instant::now();
-                let mut s = Sample { t_s: now.saturating_duration_since(t0).as_secs_f64(), ..Sample::default() };
-                if !pids.is_empty() {
-                    s.rss_bytes = pids.iter().map(|p| rss_bytes(*p)).sum();
-                    if let (Some(t), Some((lt, li))) = (ticks(&pids), last) {
-                        let dt = now.duration_since(li).as_secs_f64();
-                        if dt > 0.0 {
-                            s.cpu_percent = Some((t.saturating_sub(lt)) as f64 / tck / dt * 100.0);
-                        }
-                        last = Some((t, now));
-                    }
-                }
+                let now = read();
+                let dt = now.3.duration_since(last.3).as_secs_f64();
+                let mut s = Sample {
+                    t_s: now.3.saturating_duration_since(t0).as_secs_f64(),
+                    rss_bytes: if procs.server.is_empty() {
+                        None
+                    } else {
+                        procs.server.iter().map(|p| rss_bytes(*p)).sum()
+                    },
+                    cpu_percent: percent(now.0, last.0, tck, dt),
+                    generator_cpu_percent: percent(now.1, last.1, tck, dt),
+                    postgres_cpu_percent: percent(now.2, last.2, tck, dt),
+                    ..Sample::default()
+                };
+                last = now;
                 if let Some(pool) = &pool {
                     s.db_connections = sqlx::query_scalar::<_, i64>(
                         "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'",
@@ -146,5 +195,15 @@ mod tests {
         let pid = std::process::id();
         assert!(rss_bytes(pid).unwrap() > 0);
         assert!(cpu_ticks(pid).is_some());
+    }
+
+    #[test]
+    fn a_child_process_is_found_under_its_parent() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let found = with_children(std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found[0], std::process::id());
+        assert!(found.contains(&child.id()));
     }
 }

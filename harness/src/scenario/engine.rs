@@ -22,7 +22,7 @@ use goose::config::GooseConfiguration;
 use goose::prelude::*;
 
 use super::flows;
-use super::schedule::Schedule;
+use super::schedule::{RateCurve, Schedule};
 use super::template::{self, Context, Fleet};
 use super::{Auth, Method, Model, RequestDef, ResolvedScenario};
 use crate::metrics::{LabelStats, Outcome, Recorder};
@@ -92,6 +92,8 @@ pub struct ScheduleCounts {
     pub late: u64,
     /// Slots never started.
     pub dropped: u64,
+    /// Started slots due in the measurement window (after a trial's warm-up; all otherwise).
+    pub measured: u64,
 }
 
 /// State shared by every goose user of a scenario.
@@ -100,9 +102,11 @@ struct Shared {
     requests: Vec<RequestDef>,
     recorder: Arc<Recorder>,
     model: Model,
-    /// Open model: (full rate, slots of the whole schedule) per request; the schedule takes
+    /// Open model: the arrival-rate curve of the whole load per request; the schedule takes
     /// this shard's slice of it.
-    plan: Vec<(f64, u64)>,
+    plan: Vec<RateCurve>,
+    /// Requests due before time zero + `warmup` are not judged.
+    warmup: Duration,
     /// Which slice of the load this generator runs.
     shard: super::Shard,
     duration: Duration,
@@ -131,18 +135,14 @@ impl Shared {
         self.start.get_or_init(|| {
             let t0 = Instant::now() + START_LEAD;
             self.recorder.set_t0(t0);
+            self.recorder.set_measure_from(t0 + self.warmup);
             let _ = self.schedules.set(
                 self.plan
                     .iter()
-                    .map(|&(rate, planned)| {
-                        Arc::new(Schedule::sharded(
-                            t0,
-                            rate,
-                            planned,
-                            self.cfg.drain,
-                            self.cfg.late_tolerance,
-                            self.shard,
-                        ))
+                    .map(|curve| {
+                        let s =
+                            Schedule::sharded(t0, curve.clone(), self.cfg.drain, self.cfg.late_tolerance, self.shard);
+                        Arc::new(s.with_warmup(self.warmup))
                     })
                     .collect(),
             );
@@ -189,14 +189,14 @@ pub async fn run_scenario(sc: &ResolvedScenario, cfg: &EngineConfig) -> Result<S
         Model::Closed => vec![sc.shard_users().max(1)],
     };
     let total_users: usize = user_counts.iter().sum();
-    let launch_rate = 2000usize;
     let recorder = Arc::new(Recorder::new(&labels));
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         requests: def.requests.clone(),
         recorder: recorder.clone(),
         model: def.load.model,
-        plan: (0..def.requests.len()).map(|i| (sc.rates.get(i).copied().unwrap_or(0.0), sc.planned_all(i))).collect(),
+        plan: (0..def.requests.len()).map(|i| sc.curve(i)).collect(),
+        warmup: sc.warmup,
         shard: sc.shard,
         duration: sc.duration,
         schedules: OnceLock::new(),
@@ -208,19 +208,53 @@ pub async fn run_scenario(sc: &ResolvedScenario, cfg: &EngineConfig) -> Result<S
         released: Notify::new(),
         created: Instant::now(),
     });
+    let attack = build_attack(sc, cfg, &shared, &labels, &user_counts)?;
+    let progress = cfg.progress.then(|| spawn_progress(def.name.clone(), shared.clone(), sc.duration));
+    let result = attack.execute().await;
+    if let Some(p) = progress {
+        p.abort();
+    }
+    result.map_err(|e| EngineError::Goose(format!("{e:?}")))?;
+    let (t0, started_at) = shared.start.get().copied().unwrap_or((shared.created, SystemTime::now()));
+    let elapsed = Instant::now().saturating_duration_since(t0);
+    Ok(ScenarioRun {
+        labels: recorder.snapshot(),
+        schedule: schedule_counts(sc, &shared),
+        started_at,
+        elapsed,
+        t0,
+        cancelled: cfg.cancel.load(Ordering::Relaxed),
+    })
+}
 
+/// The goose attack: in the open model one goose scenario per scheduled label (its pool of
+/// users), in the closed model one goose scenario running the sequence.
+///
+/// Goose's own metrics pipeline is off (`no_metrics`): the harness records every request into
+/// its own HDR histograms, and goose's per-request metric message to its parent (a clone of
+/// the request record, sent over a channel and aggregated) was a large share of the
+/// generator's CPU per request.
+fn build_attack(
+    sc: &ResolvedScenario,
+    cfg: &EngineConfig,
+    shared: &Arc<Shared>,
+    labels: &[String],
+    user_counts: &[usize],
+) -> Result<GooseAttack, EngineError> {
+    let goose = |e: goose::GooseError| EngineError::Goose(format!("{e:?}"));
     let mut config = GooseConfiguration::default();
     config.host = Some(cfg.base_url.clone());
-    config.users = Some(total_users);
-    config.increase_rate = Some(launch_rate.to_string());
+    config.users = Some(user_counts.iter().sum());
+    config.increase_rate = Some("2000".into());
     config.iterations = Some(1);
     config.quiet = 1;
+    config.no_metrics = true;
     config.no_print_metrics = true;
     config.no_error_summary = true;
     config.no_telnet = true;
     config.timeout = Some(format!("{}", cfg.request_timeout.as_secs().max(1)));
-    let mut attack = GooseAttack::initialize_with_config(config).map_err(|e| EngineError::Goose(format!("{e:?}")))?;
-    match def.load.model {
+    let mut attack = GooseAttack::initialize_with_config(config).map_err(goose)?;
+    match sc.def.load.model {
         Model::Open => {
             for (i, users) in user_counts.iter().enumerate() {
                 if *users == 0 {
@@ -232,7 +266,7 @@ pub async fn run_scenario(sc: &ResolvedScenario, cfg: &EngineConfig) -> Result<S
                     Transaction::new(Arc::new(move |user: &mut GooseUser| Box::pin(open_loop(user, st.clone(), i))));
                 let scenario = Scenario::new(&labels[i])
                     .set_weight(*users)
-                    .map_err(|e| EngineError::Goose(format!("{e:?}")))?
+                    .map_err(goose)?
                     .register_transaction(tx.set_name(&labels[i]));
                 attack = attack.register_scenario(scenario);
             }
@@ -240,40 +274,34 @@ pub async fn run_scenario(sc: &ResolvedScenario, cfg: &EngineConfig) -> Result<S
         Model::Closed => {
             let st = shared.clone();
             let tx = Transaction::new(Arc::new(move |user: &mut GooseUser| Box::pin(closed_loop(user, st.clone()))));
-            attack = attack.register_scenario(Scenario::new(&def.name).register_transaction(tx.set_name(&def.name)));
+            let name = &sc.def.name;
+            attack = attack.register_scenario(Scenario::new(name).register_transaction(tx.set_name(name)));
         }
     }
+    Ok(attack)
+}
 
-    let progress = cfg.progress.then(|| spawn_progress(def.name.clone(), shared.clone(), sc.duration));
-    let result = attack.execute().await;
-    if let Some(p) = progress {
-        p.abort();
-    }
-    result.map_err(|e| EngineError::Goose(format!("{e:?}")))?;
-    let (t0, started_at) = shared.start.get().copied().unwrap_or((shared.created, SystemTime::now()));
-    let elapsed = Instant::now().saturating_duration_since(t0);
+/// Per-label schedule accounting once every user has stopped.
+fn schedule_counts(sc: &ResolvedScenario, shared: &Shared) -> Vec<ScheduleCounts> {
     let schedules = shared.schedules.get();
-    let schedule = (0..def.requests.len())
+    (0..sc.def.requests.len())
         .map(|i| match (shared.model, schedules.and_then(|s| s.get(i))) {
-            (Model::Open, Some(s)) => {
-                ScheduleCounts { planned: s.total(), issued: s.issued(), late: s.late(), dropped: s.dropped() }
-            }
+            (Model::Open, Some(s)) => ScheduleCounts {
+                planned: s.total(),
+                issued: s.issued(),
+                late: s.late(),
+                dropped: s.dropped(),
+                measured: s.measured_issued(),
+            },
             (Model::Open, None) => {
                 ScheduleCounts { planned: sc.planned(i), dropped: sc.planned(i), ..Default::default() }
             }
             (Model::Closed, _) => {
-                ScheduleCounts { issued: shared.seqs[i].load(Ordering::Relaxed), ..Default::default() }
+                let n = shared.seqs[i].load(Ordering::Relaxed);
+                ScheduleCounts { issued: n, measured: n, ..Default::default() }
             }
         })
-        .collect();
-    Ok(ScenarioRun {
-        labels: recorder.snapshot(),
-        schedule,
-        started_at,
-        elapsed,
-        t0,
-        cancelled: cfg.cancel.load(Ordering::Relaxed),
-    })
+        .collect()
 }
 
 /// Prints `[scenario] 10/15 s  166.8 req/s  errors 0` every 5 s.

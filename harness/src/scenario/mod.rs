@@ -19,6 +19,8 @@ pub mod schedule;
 pub mod scheduler_throughput;
 pub mod template;
 
+pub use schedule::RateCurve;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -116,8 +118,18 @@ pub enum Model {
 pub struct LoadDef {
     /// `open` (arrival rates per request) or `closed` (concurrent users).
     pub model: Model,
-    /// Length of the run in seconds (the scale figure; profiles override it).
+    /// Length of the run in seconds (the scale figure; profiles override it). With `stages`
+    /// the run lasts the stages' total, and this may be left out.
+    #[serde(default)]
     pub duration_s: f64,
+    /// Open model: a ramped load instead of constant rates (k6's ramping-arrival-rate). The
+    /// offered rate starts at `start_rate` and moves linearly to each stage's `rate` over the
+    /// stage's `duration_s`; the requests' `rate`s then give only the mix between labels.
+    #[serde(default)]
+    pub stages: Vec<StageDef>,
+    /// Open model with `stages`: the total rate at time zero (default 0).
+    #[serde(default)]
+    pub start_rate: f64,
     /// Concurrent goose users. Closed model: the users. Open model: the pool that serves the
     /// schedule per request label (default: two seconds' worth of arrivals, at least 8).
     #[serde(default)]
@@ -125,6 +137,17 @@ pub struct LoadDef {
     /// Closed model: pause after each iteration, in milliseconds.
     #[serde(default)]
     pub pause_ms: u64,
+}
+
+/// One stage of a ramped open-model load.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StageDef {
+    /// Total arrivals per second (over every scheduled label, split in the file's mix) at the
+    /// end of the stage.
+    pub rate: f64,
+    /// Seconds the ramp to `rate` takes.
+    pub duration_s: f64,
 }
 
 /// HTTP methods a scenario may use.
@@ -315,6 +338,12 @@ pub struct ResolvedScenario {
     pub rates: Vec<f64>,
     /// Which slice of the load this generator runs (1/1 unless `--shard`).
     pub shard: Shard,
+    /// The shape of the open-model load over time, as a multiple of `rates`: 1 throughout for
+    /// constant rates, the stages divided by the mix's total rate for a ramped load. Label *i*
+    /// offers `shape × rates[i]` (see [`ResolvedScenario::curve`]).
+    pub shape: RateCurve,
+    /// A trial's warm-up: requests due before it are sent but not judged (0 for `run`).
+    pub warmup: Duration,
 }
 
 /// `--shard I/N`: this generator runs the I-th of N slices of the load.
@@ -380,9 +409,9 @@ impl Shard {
 }
 
 impl ResolvedScenario {
-    /// Goose users serving request `i` in the open model: two seconds' worth of arrivals (so a
-    /// one-second stall of the target does not starve the schedule), at least 8; none for a
-    /// follow-up.
+    /// Goose users serving request `i` in the open model: two seconds' worth of arrivals at the
+    /// curve's peak (so a one-second stall of the target does not starve the schedule), at
+    /// least 8; none for a follow-up.
     pub fn open_users(&self, i: usize) -> usize {
         // A follow-up is sent by the users of the request whose flow it belongs to.
         if self.def.requests.get(i).is_some_and(|r| r.follow_up) {
@@ -391,14 +420,18 @@ impl ResolvedScenario {
         if let Some(u) = self.users {
             return u.max(1);
         }
-        let rate = self.shard_rate(i).max(1e-9);
-        ((rate * 2.0).ceil() as usize).clamp(8, 2000)
+        let peak = self.curve(i).peak() / f64::from(self.shard.count.max(1));
+        ((peak.max(1e-9) * 2.0).ceil() as usize).clamp(8, 2000)
+    }
+
+    /// The arrival-rate curve of request `i` for the whole (all-shard) load (open model).
+    pub fn curve(&self, i: usize) -> RateCurve {
+        self.shape.scaled(self.rates.get(i).copied().unwrap_or(0.0))
     }
 
     /// Slots of the whole (all-shard) schedule for request `i` (open model).
     pub fn planned_all(&self, i: usize) -> u64 {
-        let rate = self.rates.get(i).copied().unwrap_or(0.0);
-        (rate * self.duration.as_secs_f64()).round() as u64
+        self.curve(i).slots()
     }
 
     /// Requests this shard's schedule plans for request `i` (open model).
@@ -406,9 +439,26 @@ impl ResolvedScenario {
         self.shard.slots_of(self.planned_all(i))
     }
 
-    /// This shard's arrival rate for request `i` (open model): rate/N.
+    /// This shard's mean arrival rate for request `i` (open model): rate/N.
     pub fn shard_rate(&self, i: usize) -> f64 {
-        self.rates.get(i).copied().unwrap_or(0.0) / f64::from(self.shard.count.max(1))
+        self.curve(i).mean() / f64::from(self.shard.count.max(1))
+    }
+
+    /// The load as a constant-rate trial: every rate × `factor`, `warmup` then `measure` long.
+    pub fn steady_trial(&self, factor: f64, warmup: Duration, measure: Duration) -> Self {
+        let duration = warmup + measure;
+        ResolvedScenario {
+            rates: self.rates.iter().map(|r| r * factor).collect(),
+            shape: RateCurve::constant(1.0, duration),
+            duration,
+            warmup,
+            ..self.clone()
+        }
+    }
+
+    /// Total offered rate over the scheduled labels (the mean of the whole load, all shards).
+    pub fn offered_rate(&self) -> f64 {
+        (0..self.rates.len()).filter(|&i| !self.def.requests[i].follow_up).map(|i| self.curve(i).mean()).sum()
     }
 
     /// Closed-model users this shard runs.
@@ -445,8 +495,25 @@ impl ScenarioDef {
             (false, true) => return Err(self.invalid("[scheduler_throughput] makes its own call: no [[requests]]")),
             _ => {}
         }
-        if !positive(self.load.duration_s) {
+        if self.load.stages.is_empty() && !positive(self.load.duration_s) {
             return Err(self.invalid("load.duration_s must be > 0"));
+        }
+        if !self.load.stages.is_empty() {
+            if self.load.model != Model::Open || self.scheduler_throughput.is_some() {
+                return Err(self.invalid("load.stages ramp arrival rates: only for the open model"));
+            }
+            if self.load.stages.iter().any(|st| !positive(st.duration_s) || !(st.rate.is_finite() && st.rate >= 0.0))
+                || !(self.load.start_rate.is_finite() && self.load.start_rate >= 0.0)
+            {
+                return Err(self.invalid("load.stages: every duration_s must be > 0 and every rate >= 0"));
+            }
+            let total: f64 = self.load.stages.iter().map(|st| st.duration_s).sum();
+            if self.load.duration_s != 0.0 && (self.load.duration_s - total).abs() > 1e-6 {
+                return Err(self.invalid(format!(
+                    "load.duration_s = {} but the stages last {total} s: leave duration_s out",
+                    self.load.duration_s
+                )));
+            }
         }
         let mut labels = BTreeSet::new();
         for r in &self.requests {
@@ -537,14 +604,40 @@ impl ScenarioDef {
             None => return Err(ScenarioError::NoProfile { scenario: self.name.clone(), profile: profile.into() }),
         };
         let factor = o.rate_factor.unwrap_or(1.0);
+        let rates: Vec<f64> = self.requests.iter().map(|r| r.rate.unwrap_or(0.0) * factor).collect();
+        let (duration, shape) = self.shape(o.duration_s, factor, &rates);
         Ok(ResolvedScenario {
             def: self.clone(),
             profile: profile.to_string(),
-            duration: Duration::from_secs_f64(o.duration_s.unwrap_or(self.load.duration_s)),
+            duration,
             users: o.users.or(self.load.users),
-            rates: self.requests.iter().map(|r| r.rate.unwrap_or(0.0) * factor).collect(),
+            rates,
             shard: Shard::default(),
+            shape,
+            warmup: Duration::ZERO,
         })
+    }
+
+    /// The run's length and load shape (see [`ResolvedScenario::shape`]). A profile's
+    /// `duration_s` stretches the stages in time; its `rate_factor` scales their rates as it
+    /// scales the labels' (so the ratio, the shape, is unchanged by the factor).
+    fn shape(&self, profile_duration: Option<f64>, factor: f64, rates: &[f64]) -> (Duration, RateCurve) {
+        if self.load.stages.is_empty() {
+            let d = Duration::from_secs_f64(profile_duration.unwrap_or(self.load.duration_s));
+            return (d, RateCurve::constant(1.0, d));
+        }
+        let mix: f64 = rates.iter().zip(&self.requests).filter(|(_, r)| !r.follow_up).map(|(x, _)| x).sum();
+        let own: f64 = self.load.stages.iter().map(|st| st.duration_s).sum();
+        let stretch = profile_duration.map_or(1.0, |d| d / own);
+        let unit = |rate: f64| if mix > 0.0 { rate * factor / mix } else { 0.0 };
+        let stages: Vec<(f64, Duration)> = self
+            .load
+            .stages
+            .iter()
+            .map(|st| (unit(st.rate), Duration::from_secs_f64(st.duration_s * stretch)))
+            .collect();
+        let shape = RateCurve::ramp(unit(self.load.start_rate), &stages);
+        (shape.span(), shape)
     }
 }
 
@@ -702,5 +795,28 @@ rate_factor = 0.5
             assert!(d.thresholds.iter().any(|t| t.set == ThresholdSet::Seed), "{}", d.name);
             assert!(d.thresholds.iter().any(|t| t.set == ThresholdSet::Target), "{}", d.name);
         }
+    }
+
+    #[test]
+    fn stages_ramp_the_total_rate_in_the_files_mix() {
+        let two = MINIMAL.to_string()
+            + "[[requests]]\nlabel = \"b\"\nmethod = \"GET\"\npath = \"/x\"\nexpect = [200]\nrate = 30\n";
+        let staged = two.replace(
+            "duration_s = 10\n[[requests]]",
+            "[[load.stages]]\nrate = 400\nduration_s = 5\n[[load.stages]]\nrate = 400\nduration_s = 5\n[[requests]]",
+        );
+        let def = ScenarioDef::parse(&staged, Path::new("t.toml")).unwrap();
+        let r = def.resolve("scale").unwrap();
+        assert_eq!(r.duration, Duration::from_secs(10));
+        // 0 → 400/s over 5 s then 400/s for 5 s: 1,000 + 2,000 arrivals, a : b = 1 : 3.
+        assert_eq!(r.planned(0), 750);
+        assert_eq!(r.planned(1), 2250);
+        assert!((r.curve(1).peak() - 300.0).abs() < 1e-9);
+        // The smoke profile halves the rates and shortens the stages to 2 s in all.
+        let smoke = def.resolve("smoke").unwrap();
+        assert_eq!(smoke.duration, Duration::from_secs(2));
+        assert_eq!(smoke.planned(0) + smoke.planned(1), 300);
+        let clash = staged.replacen("[[load.stages]]", "duration_s = 7\n[[load.stages]]", 1);
+        assert!(ScenarioDef::parse(&clash, Path::new("t.toml")).unwrap_err().to_string().contains("stages last"));
     }
 }
