@@ -29,6 +29,9 @@ pub struct Cli {
 pub enum Command {
     /// Run scenarios (embedded server by default, or --target) and write a run directory.
     Run(Box<RunArgs>),
+    /// Find a scenario's capacity: the highest open-model rate at which a steady trial meets
+    /// every criterion (exit 0 found, 1 the seed rate already fails, 2 could not run).
+    Ceiling(Box<CeilingArgs>),
     /// Apply the fixtures (seeds/*.sql) to a database.
     Seed(SeedArgs),
     /// Regression gate: compare a run with a baseline; exit 1 on a regression.
@@ -95,6 +98,21 @@ pub struct RunArgs {
     /// Run directory (default: artifacts/runs/<UTC time>-<git sha>).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Also run the regression gate against this baseline run directory.
+    #[arg(long, value_name = "DIR")]
+    pub baseline: Option<PathBuf>,
+    /// Run the I-th of N slices of the load (open model: rate/N, interleaved slots; closed:
+    /// users/N); combine the N run directories with `merge`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// Target, fleet and schedule options (shared with `ceiling`).
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Options of every command that drives load: the target, the fleet, the schedule's tolerances.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
     /// Drive an already-running server at URL instead of starting one (external mode).
     #[arg(long, value_name = "URL")]
     pub target: Option<String>,
@@ -104,9 +122,6 @@ pub struct RunArgs {
     /// External mode: admin API key of the target.
     #[arg(long, value_name = "KEY", env = "CERTCTL_LOADTEST_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
-    /// Also run the regression gate against this baseline run directory.
-    #[arg(long, value_name = "DIR")]
-    pub baseline: Option<PathBuf>,
     /// certctl-server binary for embedded mode (default: next to this executable).
     #[arg(long, value_name = "PATH", env = "CERTCTL_SERVER_BIN")]
     pub server_bin: Option<PathBuf>,
@@ -137,10 +152,6 @@ pub struct RunArgs {
     /// No progress lines.
     #[arg(long, short)]
     pub quiet: bool,
-    /// Run the I-th of N slices of the load (open model: rate/N, interleaved slots; closed:
-    /// users/N); combine the N run directories with `merge`.
-    #[arg(long, value_name = "I/N")]
-    pub shard: Option<String>,
     /// Embedded mode: start N servers on the one database (distinct instance ids, shared
     /// postgres rate limiter), spread requests round-robin over them, and check the
     /// multi-replica invariants after the run.
@@ -149,6 +160,52 @@ pub struct RunArgs {
     /// Scenario and seed directories.
     #[command(flatten)]
     pub files: FilesArgs,
+}
+
+/// `ceiling` options.
+#[derive(Debug, Clone, Args)]
+pub struct CeilingArgs {
+    /// Scenario to search (open-model scenarios, or a closed one run as open arrivals).
+    #[arg(long, value_name = "NAME")]
+    pub scenario: String,
+    /// Search this label alone (its flow's follow-ups come along); default: every label,
+    /// keeping the file's request mix.
+    #[arg(long, value_name = "LABEL")]
+    pub label: Option<String>,
+    /// The p99 SLO for every label, in ms (default: each label's p99 project target, else its
+    /// p99 seed threshold).
+    #[arg(long, value_name = "MS")]
+    pub slo_p99_ms: Option<f64>,
+    /// Largest error rate a passing trial may have (a fraction).
+    #[arg(long, default_value_t = 0.001)]
+    pub max_error_rate: f64,
+    /// Warm-up of every trial, seconds (sent, not judged).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub warmup_s: u64,
+    /// Measured seconds of each search trial.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub trial_s: u64,
+    /// Measured seconds of each confirmation trial.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub confirm_s: u64,
+    /// Confirmation trials that must pass at the answer.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(3..=20))]
+    pub confirmations: u64,
+    /// Bracket width to reach, as a fraction (0.05 = [last pass, first fail] within 5 %).
+    #[arg(long, default_value_t = 0.05)]
+    pub precision: f64,
+    /// The most trials the search may run.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(2..=500))]
+    pub max_trials: u64,
+    /// Do not put the database back between trials (embedded mode resets it by default).
+    #[arg(long)]
+    pub no_reset: bool,
+    /// Run directory (default: artifacts/runs/<UTC time>-<git sha>-ceiling-<scenario>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Target, fleet and schedule options (as for `run`).
+    #[command(flatten)]
+    pub common: CommonArgs,
 }
 
 /// `merge` options.
@@ -300,7 +357,7 @@ pub fn default_dir(explicit: Option<&Path>, name: &str) -> PathBuf {
 impl RunPlan {
     /// Validates `args` into a plan (reads scenario files; starts nothing).
     pub fn from_args(args: &RunArgs) -> Result<Self, HarnessError> {
-        let dir = default_dir(args.files.scenarios_dir.as_deref(), "scenarios");
+        let dir = default_dir(args.common.files.scenarios_dir.as_deref(), "scenarios");
         let all = scenario::load_dir(&dir)?;
         let selected = scenario::select(&all, &args.scenarios)?;
         if selected.is_empty() {
@@ -325,23 +382,23 @@ impl RunPlan {
                 }
             }
         }
-        let mode = match &args.target {
+        let mode = match &args.common.target {
             Some(t) => {
                 let t = t.trim_end_matches('/').to_string();
                 if !(t.starts_with("http://") || t.starts_with("https://")) {
                     return Err(HarnessError::Config(format!("--target must be an http(s) URL, got {t}")));
                 }
-                Mode::External { target: t, database_url: args.database_url.clone() }
+                Mode::External { target: t, database_url: args.common.database_url.clone() }
             }
             None => Mode::Embedded {
-                server_bin: embedded::find_server_bin(args.server_bin.as_deref())?,
-                durability: match args.durability {
+                server_bin: embedded::find_server_bin(args.common.server_bin.as_deref())?,
+                durability: match args.common.durability {
                     DurabilityArg::Fast => certctl_server::pg_embedded::Durability::Fast,
                     DurabilityArg::Durable => certctl_server::pg_embedded::Durability::Durable,
                 },
             },
         };
-        if args.replicas > 1 && matches!(mode, Mode::External { .. }) {
+        if args.common.replicas > 1 && matches!(mode, Mode::External { .. }) {
             return Err(HarnessError::Config(
                 "--replicas starts servers, so it needs embedded mode: drop --target".into(),
             ));
@@ -351,7 +408,7 @@ impl RunPlan {
         {
             return Err(HarnessError::Config(format!("baseline {} has no summary.json", b.display())));
         }
-        let api_key = match (&mode, &args.api_key) {
+        let api_key = match (&mode, &args.common.api_key) {
             (_, Some(k)) => Some(k.clone()),
             (Mode::Embedded { .. }, None) => Some(format!("loadtest-{:032x}", rand::random::<u128>())),
             (Mode::External { .. }, None) => None,
@@ -367,7 +424,7 @@ impl RunPlan {
                 sc.def.name
             )));
         }
-        let mut fixtures: Vec<String> = if args.no_seed {
+        let mut fixtures: Vec<String> = if args.common.no_seed {
             Vec::new()
         } else {
             scenarios.iter().flat_map(|s| s.def.fixtures.iter().cloned()).collect()
@@ -388,17 +445,17 @@ impl RunPlan {
             out_dir,
             mode,
             api_key,
-            fleet: Fleet { certs: args.certs, agents: args.agents },
-            seeds_dir: default_dir(args.files.seeds_dir.as_deref(), "seeds"),
+            fleet: Fleet { certs: args.common.certs, agents: args.common.agents },
+            seeds_dir: default_dir(args.common.files.seeds_dir.as_deref(), "seeds"),
             fixtures,
             baseline: args.baseline.clone(),
-            late_tolerance: Duration::from_millis(args.late_tolerance_ms),
-            request_timeout: Duration::from_secs(args.request_timeout_s.max(1)),
-            drain: Duration::from_secs(args.drain_s),
-            ready_timeout: Duration::from_secs(args.ready_timeout_s.max(1)),
-            progress: !args.quiet,
+            late_tolerance: Duration::from_millis(args.common.late_tolerance_ms),
+            request_timeout: Duration::from_secs(args.common.request_timeout_s.max(1)),
+            drain: Duration::from_secs(args.common.drain_s),
+            ready_timeout: Duration::from_secs(args.common.ready_timeout_s.max(1)),
+            progress: !args.common.quiet,
             shard,
-            replicas: args.replicas as usize,
+            replicas: args.common.replicas as usize,
         })
     }
 }

@@ -25,6 +25,7 @@
 //! [`run`] maps every outcome to an exit code: 0 all seed thresholds held, 1 a threshold or the
 //! regression gate failed, 2 the run could not be carried out.
 
+pub mod ceiling;
 pub mod cli;
 pub mod embedded;
 pub mod gate;
@@ -115,10 +116,14 @@ pub async fn run(cli: cli::Cli) -> Outcome {
             Ok(plan) => runner::run(plan).await,
             Err(e) => Outcome::failed(e),
         },
+        Command::Ceiling(args) => match ceiling::CeilingPlan::from_args(&args) {
+            Ok(plan) => ceiling::run(plan).await,
+            Err(e) => Outcome::failed(e),
+        },
         Command::Seed(args) => runner::seed_only(&args).await.unwrap_or_else(Outcome::failed),
         Command::Compare(args) => runner::compare(&args).unwrap_or_else(Outcome::failed),
         Command::Merge(args) => merge::merge(&args).unwrap_or_else(Outcome::failed),
-        Command::Report(args) => match report::render(&args.run_dir) {
+        Command::Report(args) => match report::render_any(&args.run_dir) {
             Ok(()) => Outcome {
                 code: 0,
                 message: format!("re-rendered {}", args.run_dir.display()),

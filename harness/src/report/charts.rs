@@ -20,13 +20,13 @@ use crate::metrics::hlog::service_tag;
 
 static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
-fn ensure_font() -> Result<(), HarnessError> {
+pub(crate) fn ensure_font() -> Result<(), HarnessError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| plotters::style::register_font("sans-serif", FontStyle::Normal, FONT).is_ok());
     if ok { Ok(()) } else { Err(HarnessError::Config("bundled chart font could not be loaded".into())) }
 }
 
-const PALETTE: [RGBColor; 6] = [
+pub(crate) const PALETTE: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -35,9 +35,9 @@ const PALETTE: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
-type Res = Result<(), String>;
+pub(crate) type Res = Result<(), String>;
 
-fn e<E: std::fmt::Debug>(err: E) -> String {
+pub(crate) fn e<E: std::fmt::Debug>(err: E) -> String {
     format!("{err:?}")
 }
 
@@ -72,7 +72,7 @@ pub fn render_all(dir: &Path, s: &Summary, spectra: &Spectra) -> Result<Vec<Stri
     Ok(files)
 }
 
-fn draw_both(
+pub(crate) fn draw_both(
     dir: &Path,
     name: &str,
     size: (u32, u32),

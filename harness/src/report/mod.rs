@@ -52,6 +52,14 @@ pub fn label_summary(s: &LabelStats, sched: ScheduleCounts, target_rate: Option<
 /// Histograms read back from a run's hlogs: (scenario, tag) → whole-run histogram.
 pub type Spectra = BTreeMap<(String, String), hdrhistogram::Histogram<u64>>;
 
+/// Re-renders a run directory: a `ceiling` directory (`ceiling.json`) or a run's.
+pub fn render_any(dir: &Path) -> Result<(), HarnessError> {
+    if dir.join(crate::ceiling::output::FILE).is_file() && !dir.join(summary::FILE).is_file() {
+        return crate::ceiling::output::render(dir);
+    }
+    render(dir)
+}
+
 /// Re-renders `report.md`, `junit.xml` and the charts of a run directory from its
 /// `summary.json` and hlogs.
 pub fn render(dir: &Path) -> Result<(), HarnessError> {

@@ -7,6 +7,7 @@
 mod support;
 
 mod artifacts;
+mod ceiling;
 mod compare;
 mod embedded;
 mod exit_codes;
