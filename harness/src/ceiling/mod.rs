@@ -213,7 +213,7 @@ async fn search(
     );
     let mut s = Search::new(plan.params);
     let mut trials: Vec<TrialRecord> = Vec::new();
-    while let Some((phase, factor)) = s.next() {
+    while let Some((phase, factor)) = s.next_trial() {
         if cancel.load(Ordering::Relaxed) {
             return Err(HarnessError::Interrupted);
         }

@@ -1,4 +1,4 @@
-//! The search over offered rates, as a state machine with no I/O: [`Search::next`] says which
+//! The search over offered rates, as a state machine with no I/O: [`Search::next_trial`] says which
 //! trial to run, [`Search::record`] takes its verdict. Rates are factors of the scenario's own
 //! rates (1.0 = the file's figures), so a multi-label scenario keeps its request mix.
 //!
@@ -81,7 +81,7 @@ impl Search {
     }
 
     /// The next trial: its phase and factor, or `None` once the search has ended.
-    pub fn next(&mut self) -> Option<(Phase, f64)> {
+    pub fn next_trial(&mut self) -> Option<(Phase, f64)> {
         if self.end.is_none() && self.trials >= self.params.max_trials {
             self.end = Some(End::TrialLimit);
         }
@@ -96,7 +96,7 @@ impl Search {
         })
     }
 
-    /// Records the verdict of the trial [`Search::next`] returned.
+    /// Records the verdict of the trial [`Search::next_trial`] returned.
     pub fn record(&mut self, phase: Phase, factor: f64, passed: bool, harness_bound: bool) {
         self.trials += 1;
         if !passed && harness_bound {
@@ -148,7 +148,7 @@ mod tests {
     fn drive(cap: f64, mut flaky: impl FnMut(f64) -> bool) -> (Search, Vec<(Phase, f64)>) {
         let mut s = Search::new(params());
         let mut seen = Vec::new();
-        while let Some((phase, f)) = s.next() {
+        while let Some((phase, f)) = s.next_trial() {
             let pass = f <= cap && !(phase == Phase::Confirm && flaky(f));
             s.record(phase, f, pass, false);
             seen.push((phase, f));
@@ -194,20 +194,20 @@ mod tests {
     #[test]
     fn a_harness_bound_failure_claims_no_ceiling() {
         let mut s = Search::new(params());
-        let (p, f) = s.next().unwrap();
+        let (p, f) = s.next_trial().unwrap();
         s.record(p, f, true, false);
-        let (p, f) = s.next().unwrap();
+        let (p, f) = s.next_trial().unwrap();
         s.record(p, f, false, true);
         assert_eq!(s.end, Some(End::HarnessBound));
         assert_eq!(s.harness_bound_at, Some(2.0));
         assert_eq!(s.hi, None);
-        assert!(s.next().is_none());
+        assert!(s.next_trial().is_none());
     }
 
     #[test]
     fn the_trial_budget_and_the_rate_cap_end_the_search() {
         let mut s = Search::new(SearchParams { max_trials: 2, ..params() });
-        while let Some((p, f)) = s.next() {
+        while let Some((p, f)) = s.next_trial() {
             s.record(p, f, true, false);
         }
         assert_eq!(s.end, Some(End::TrialLimit));

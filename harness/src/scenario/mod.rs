@@ -502,7 +502,7 @@ impl ScenarioDef {
             if self.load.model != Model::Open || self.scheduler_throughput.is_some() {
                 return Err(self.invalid("load.stages ramp arrival rates: only for the open model"));
             }
-            if self.load.stages.iter().any(|st| !positive(st.duration_s) || !(st.rate.is_finite() && st.rate >= 0.0))
+            if self.load.stages.iter().any(|st| !(positive(st.duration_s) && st.rate.is_finite() && st.rate >= 0.0))
                 || !(self.load.start_rate.is_finite() && self.load.start_rate >= 0.0)
             {
                 return Err(self.invalid("load.stages: every duration_s must be > 0 and every rate >= 0"));
