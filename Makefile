@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test lint fmt deps build clean acme-e2e loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent
+.PHONY: run test lint fmt deps build clean acme-e2e loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent loadtest-ceiling bench-generator
 
 ## Install PostgreSQL's server binaries when none are on the machine (Debian/Ubuntu, needs root).
 # Where cargo puts binaries (honours CARGO_TARGET_DIR, as cargo does).
@@ -64,6 +64,17 @@ loadtest-scale-acme: loadtest-release
 
 loadtest-scale-agent: loadtest-release
 	$(LOADTEST) run --profile scale --scenario agent_storm $(LOADTEST_ARGS)
+
+## Capacity ceiling of one scenario (default agent_storm): the highest open-model rate at which
+## a steady trial meets every criterion. make loadtest-ceiling SCENARIO=api LOADTEST_ARGS="--label list"
+SCENARIO ?= agent_storm
+loadtest-ceiling: loadtest-release
+	$(LOADTEST) ceiling --scenario $(SCENARIO) $(LOADTEST_ARGS)
+
+## The generator's own ceiling: certctl-loadtest's closed-loop maximum on GET /health next to
+## wrk -t2 -c64 in one run (BEFORE_LOADTEST=PATH adds an older harness binary to the run).
+bench-generator: deps
+	bash scripts/bench-generator.sh
 
 ## Scale profile, the three fleet scenarios in one run directory.
 loadtest-scale: loadtest-release

@@ -3,6 +3,7 @@
 # `wrk -t2 -c64` against the same certctl-dev server, in one run (harness, wrk, harness again),
 # and their ratio. Release builds; installs wrk (Debian) when missing. Generator and server share
 # the machine's cores, as they do in every load run here: read the ratio, not the absolute rates.
+# BEFORE_LOADTEST=/path/to/an/older/certctl-loadtest adds that binary to the same run (before/after).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -46,22 +47,39 @@ for _ in $(seq 1 300); do
 done
 curl -fsS "$BASE/ready" >/dev/null || { log "certctl-dev never became ready"; tail -n 20 "$WORK/server.log" >&2; exit 2; }
 
-harness() {
-  "$LOADTEST" run --target "$BASE" --scenarios-dir scenarios/bench --scenario generator_health \
-    --out "$WORK/run-$1" --quiet >/dev/null
-  python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); l=s["scenarios"][0]["labels"][0]; print("%.0f %.2f %.2f" % (l["count"]/s["scenarios"][0]["duration_s"], l["corrected"]["p50"], l["corrected"]["p99"]))' \
-    "$WORK/run-$1/summary.json"
+harness() { # BIN TAG
+  "$1" run --target "$BASE" --scenarios-dir scenarios/bench --scenario generator_health \
+    --out "$WORK/run-$2" --quiet >/dev/null
+  python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); l=s["scenarios"][0]["labels"][0]; print("%.0f %.2fms %.2fms" % (l["count"]/s["scenarios"][0]["duration_s"], l["corrected"]["p50"], l["corrected"]["p99"]))' \
+    "$WORK/run-$2/summary.json"
+}
+wrk_run() {
+  local out
+  out=$(wrk -t2 -c64 -d"${SECS}s" --latency "$BASE/health")
+  echo "$(echo "$out" | awk '/^Requests\/sec:/ { printf "%.0f", $2 }') $(echo "$out" | awk '$1 == "50%" { print $2 }') $(echo "$out" | awk '$1 == "99%" { print $2 }')"
 }
 
-read -r h1 h1p50 h1p99 < <(harness 1)
-wrk_out=$(wrk -t2 -c64 -d"${SECS}s" --latency "$BASE/health")
-w=$(echo "$wrk_out" | awk '/^Requests\/sec:/ { printf "%.0f", $2 }')
-wp50=$(echo "$wrk_out" | awk '$1 == "50%" { print $2 }')
-wp99=$(echo "$wrk_out" | awk '$1 == "99%" { print $2 }')
-read -r h2 h2p50 h2p99 < <(harness 2)
+declare -a rows
+rows+=("certctl-loadtest|$(harness "$LOADTEST" 1)")
+rows+=("wrk -t2 -c64|$(wrk_run)")
+if [ -n "${BEFORE_LOADTEST:-}" ]; then
+  rows+=("certctl-loadtest (before)|$(harness "$BEFORE_LOADTEST" before)")
+fi
+rows+=("certctl-loadtest|$(harness "$LOADTEST" 2)")
+rows+=("wrk -t2 -c64|$(wrk_run)")
 
-printf '%-28s %12s %10s %10s\n' "generator" "req/s" "p50" "p99"
-printf '%-28s %12s %10s %10s\n' "certctl-loadtest (1st)" "$h1" "${h1p50} ms" "${h1p99} ms"
-printf '%-28s %12s %10s %10s\n' "wrk -t2 -c64" "$w" "$wp50" "$wp99"
-printf '%-28s %12s %10s %10s\n' "certctl-loadtest (2nd)" "$h2" "${h2p50} ms" "${h2p99} ms"
-python3 -c 'import sys; h1,w,h2=map(float,sys.argv[1:]); print("harness / wrk: %.2f and %.2f" % (h1/w, h2/w))' "$h1" "$w" "$h2"
+printf '%-28s %12s %10s %10s\n' "generator (in run order)" "req/s" "p50" "p99"
+for r in "${rows[@]}"; do
+  name="${r%%|*}"; read -r rate p50 p99 <<<"${r#*|}"
+  printf '%-28s %12s %10s %10s\n' "$name" "$rate" "$p50" "$p99"
+done
+printf '%s\n' "${rows[@]}" | python3 -c '
+import sys
+rows = [l.strip().split("|") for l in sys.stdin if l.strip()]
+rate = lambda r: float(r[1].split()[0])
+wrk = [rate(r) for r in rows if r[0].startswith("wrk")]
+w = sum(wrk) / len(wrk)
+for name in dict.fromkeys(r[0] for r in rows if not r[0].startswith("wrk")):
+    vals = [rate(r) / w for r in rows if r[0] == name]
+    print("%s / wrk (mean of the wrk runs, %.0f req/s): %s" % (name, w, ", ".join("%.2f" % v for v in vals)))
+'
