@@ -37,6 +37,7 @@ pub mod report;
 mod runner;
 pub mod scenario;
 pub mod seed;
+pub mod stats;
 pub mod target;
 pub mod trial;
 
