@@ -425,6 +425,14 @@ pub fn capacity_section(c: &Ceiling, chart: &str) -> String {
     if !chart.is_empty() {
         let _ = writeln!(s, "![knee]({chart}.png) ([SVG]({chart}.svg))\n");
     }
+    s.push_str(&trials_table(c));
+    s.push('\n');
+    s
+}
+
+/// One row per trial: phase, offered and achieved rate, worst-label p50/p99, CPU, verdict.
+fn trials_table(c: &Ceiling) -> String {
+    let mut s = String::new();
     let _ = writeln!(
         s,
         "| # | phase | offered/s | achieved/s | worst p50 ms | worst p99 ms | server % | generator % | postgres % | verdict |"
@@ -455,6 +463,5 @@ pub fn capacity_section(c: &Ceiling, chart: &str) -> String {
             pct(t.cpu.postgres)
         );
     }
-    s.push('\n');
     s
 }

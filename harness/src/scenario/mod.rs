@@ -498,23 +498,7 @@ impl ScenarioDef {
         if self.load.stages.is_empty() && !positive(self.load.duration_s) {
             return Err(self.invalid("load.duration_s must be > 0"));
         }
-        if !self.load.stages.is_empty() {
-            if self.load.model != Model::Open || self.scheduler_throughput.is_some() {
-                return Err(self.invalid("load.stages ramp arrival rates: only for the open model"));
-            }
-            if self.load.stages.iter().any(|st| !(positive(st.duration_s) && st.rate.is_finite() && st.rate >= 0.0))
-                || !(self.load.start_rate.is_finite() && self.load.start_rate >= 0.0)
-            {
-                return Err(self.invalid("load.stages: every duration_s must be > 0 and every rate >= 0"));
-            }
-            let total: f64 = self.load.stages.iter().map(|st| st.duration_s).sum();
-            if self.load.duration_s != 0.0 && (self.load.duration_s - total).abs() > 1e-6 {
-                return Err(self.invalid(format!(
-                    "load.duration_s = {} but the stages last {total} s: leave duration_s out",
-                    self.load.duration_s
-                )));
-            }
-        }
+        self.validate_stages()?;
         let mut labels = BTreeSet::new();
         for r in &self.requests {
             if r.label.is_empty() || r.label.contains([' ', ',', '\n', '\r']) || r.label == SCENARIO_LABEL {
@@ -592,6 +576,30 @@ impl ScenarioDef {
             if p.duration_s.is_some_and(|d| !positive(d)) || p.rate_factor.is_some_and(|f| !positive(f)) {
                 return Err(self.invalid(format!("profile {name}: durations and factors must be > 0")));
             }
+        }
+        Ok(())
+    }
+
+    /// `[[load.stages]]`: open model only, positive durations, non-negative rates, and a
+    /// `duration_s` (if given) equal to the stages' total.
+    fn validate_stages(&self) -> Result<(), ScenarioError> {
+        if self.load.stages.is_empty() {
+            return Ok(());
+        }
+        if self.load.model != Model::Open || self.scheduler_throughput.is_some() {
+            return Err(self.invalid("load.stages ramp arrival rates: only for the open model"));
+        }
+        if self.load.stages.iter().any(|st| !(positive(st.duration_s) && st.rate.is_finite() && st.rate >= 0.0))
+            || !(self.load.start_rate.is_finite() && self.load.start_rate >= 0.0)
+        {
+            return Err(self.invalid("load.stages: every duration_s must be > 0 and every rate >= 0"));
+        }
+        let total: f64 = self.load.stages.iter().map(|st| st.duration_s).sum();
+        if self.load.duration_s != 0.0 && (self.load.duration_s - total).abs() > 1e-6 {
+            return Err(self.invalid(format!(
+                "load.duration_s = {} but the stages last {total} s: leave duration_s out",
+                self.load.duration_s
+            )));
         }
         Ok(())
     }
