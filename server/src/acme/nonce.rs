@@ -94,7 +94,8 @@ async fn writer(pool: PgPool, rx: Arc<Mutex<mpsc::Receiver<Waiting>>>, ttl_ms: f
             }
         }
         let nonces: Vec<&str> = batch.iter().map(|w| w.nonce.as_str()).collect();
-        let outcome = sqlx::query(ISSUE_SQL).bind(&nonces).bind(ttl_ms).execute(&pool).await.map(|_| ()).map_err(Problem::from);
+        let outcome =
+            sqlx::query(ISSUE_SQL).bind(&nonces).bind(ttl_ms).execute(&pool).await.map(|_| ()).map_err(Problem::from);
         for w in batch.drain(..) {
             let _ = w.stored.send(outcome.clone());
         }

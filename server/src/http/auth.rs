@@ -77,7 +77,6 @@ impl Principal {
             Principal::Agent { .. } => "agent",
         }
     }
-
 }
 
 /// The rate-limit bucket of an API key: one per key name.

@@ -26,8 +26,11 @@ pub async fn enqueue(
     message: &str,
     now: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
-    let event =
-        NewEvent { certificate_id: certificate_id.map(str::to_owned), subject: subject.into(), message: message.into() };
+    let event = NewEvent {
+        certificate_id: certificate_id.map(str::to_owned),
+        subject: subject.into(),
+        message: message.into(),
+    };
     enqueue_many(conn, event_type, std::slice::from_ref(&event), now).await
 }
 

@@ -197,8 +197,10 @@ pub async fn run_server_jobs(state: &AppState, jobs: &[ClaimedJob]) -> Vec<Resul
         planned.push(plan_job(state, job, contexts.get(&job.certificate_id).cloned()).await);
     }
     let secret = state.config.config_encryption_key.clone();
-    let signed = tokio::task::spawn_blocking(move || planned.into_iter().map(|p| p.and_then(|(ctx, ca)| sign(ctx, &ca, secret.as_deref()))).collect::<Vec<_>>())
-        .await;
+    let signed = tokio::task::spawn_blocking(move || {
+        planned.into_iter().map(|p| p.and_then(|(ctx, ca)| sign(ctx, &ca, secret.as_deref()))).collect::<Vec<_>>()
+    })
+    .await;
     let mut outcomes: Vec<Result<Issued, JobError>> = match signed {
         Ok(v) => v,
         Err(e) => return jobs.iter().map(|_| Err(IssuanceError::Ca(format!("signing task: {e}")).into())).collect(),
@@ -256,8 +258,8 @@ fn sign(ctx: issuance::CertContext, ca: &issuance::ca::LocalCa, secret: Option<&
         ctx.profile().map_or_else(|| issuance::DEFAULT_KEY_ALGORITHM.to_string(), |p| p.default_key_algorithm);
     let key = issuance::generate_key(&algorithm)?;
     let signed = ca.issue(&ctx.leaf_request(), &key, Utc::now())?;
-    let (stored_key, _) = issuance::crypto::seal_optional(secret, &key.serialize_pem())
-        .map_err(|e| IssuanceError::Ca(e.to_string()))?;
+    let (stored_key, _) =
+        issuance::crypto::seal_optional(secret, &key.serialize_pem()).map_err(|e| IssuanceError::Ca(e.to_string()))?;
     Ok(Issued { ctx, signed, stored_key, algorithm })
 }
 

@@ -84,7 +84,9 @@ async fn the_heartbeat_statement_verifies_the_credential_and_keeps_401_404_and_4
     let (_, other_cred) = register_agent(&app, "hb-other").await;
     let hb = |id: &str| format!("/api/v1/agents/{id}/heartbeat");
     // A wrong credential, another agent's credential, an unknown agent: 401, nothing written.
-    for (path, token) in [(hb(&id), "not-the-credential"), (hb(&id), other_cred.as_str()), (hb("agent-nope"), cred.as_str())] {
+    for (path, token) in
+        [(hb(&id), "not-the-credential"), (hb(&id), other_cred.as_str()), (hb("agent-nope"), cred.as_str())]
+    {
         let a = call(&app, Method::POST, &path, Some(token), Some(&json!({"version": "9.9.9"}))).await;
         assert_envelope(&a, 401);
         assert_eq!(a.headers["www-authenticate"], "Bearer realm=\"certctl\"");

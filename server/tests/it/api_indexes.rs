@@ -26,7 +26,10 @@ async fn hot_api_statements_are_served_by_indexes() {
 
     let hb = plan(
         &mut conn,
-        &format!("PREPARE hb(text, text, text, text, text, text, text) AS {}", certctl_server::http::agents::HEARTBEAT_SQL),
+        &format!(
+            "PREPARE hb(text, text, text, text, text, text, text) AS {}",
+            certctl_server::http::agents::HEARTBEAT_SQL
+        ),
         "EXECUTE hb('agent-demo-web01', NULL, NULL, NULL, NULL, NULL, 'ab')",
     )
     .await;

@@ -99,8 +99,8 @@ async fn server_keygen_renewal_stores_one_version_and_activates_the_certificate_
 #[tokio::test]
 async fn a_batch_of_renewals_is_issued_and_stored_in_chunks_with_one_version_and_event_per_job() {
     // 120 jobs, concurrency 2: chunks of at most JOB_CHUNK (50), each stored in one transaction.
-    let app = spawn_app(&["--scheduler-enabled", "false", "--keygen-mode", "server", "--renewal-concurrency", "2"])
-        .await;
+    let app =
+        spawn_app(&["--scheduler-enabled", "false", "--keygen-mode", "server", "--renewal-concurrency", "2"]).await;
     let state = state_of(&app);
     add_log_channel(&app.pool).await;
     sqlx::query(
@@ -141,10 +141,11 @@ async fn a_batch_of_renewals_is_issued_and_stored_in_chunks_with_one_version_and
     .await
     .expect("counts");
     assert_eq!((versions, distinct_serials, jobs_done, active, events), (119, 119, 119, 119, 119));
-    let chain: String = sqlx::query_scalar("SELECT pem_chain FROM certificate_versions WHERE certificate_id = 'mc-b-42'")
-        .fetch_one(&app.pool)
-        .await
-        .expect("chain");
+    let chain: String =
+        sqlx::query_scalar("SELECT pem_chain FROM certificate_versions WHERE certificate_id = 'mc-b-42'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("chain");
     assert_eq!(check_leaf(&chain, 90, false), vec!["b42.example.com"]);
     assert_eq!(state.metrics.issuance_count("GenericCA", "success"), 119);
     app.stop().await;
