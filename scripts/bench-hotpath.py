@@ -390,6 +390,8 @@ def main():
                                                 "(default: TARGET/bench-hotpath/<UTC time>)")
     ap.add_argument("--keep", action="store_true", help="leave server and database running until Ctrl-C "
                                                         "(for perf record -p PID)")
+    ap.add_argument("--label", default=None, help="what the report calls the binaries (default: the "
+                                                  "checkout's commit)")
     ap.add_argument("--perf-dir", default=None, help="record `perf record -g` of the server during the fleet "
                                                      "renewal and every wrk run into this directory")
     ap.add_argument("--server-env", action="append", default=[], metavar="K=V",
@@ -406,8 +408,8 @@ def main():
     wanted = args.endpoints.split(",")
     conns = [int(c) for c in args.conns.split(",")]
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True,
-                            text=True).stdout.strip() or "unknown"
+    commit = args.label or subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD"],
+                                          capture_output=True, text=True).stdout.strip() or "unknown"
     out_dir = Path(args.out or Path(args.target_dir) / "bench-hotpath" / when.replace(":", ""))
     out_dir.mkdir(parents=True, exist_ok=True)
 
