@@ -90,6 +90,7 @@ class Cluster:
                     f"max_connections = {max_connections}\nshared_buffers = '256MB'\n"
                     "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
                     "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = top\n"
+                    "pg_stat_statements.track_planning = on\n"
                     "pg_stat_statements.max = 10000\n")
         self._run([pg_bin("pg_ctl"), "-D", str(data), "-w", "-t", "30", "-o", f"-p {self.port}",
                    "-l", str(self.dir / "postgres.log"), "start"])
@@ -205,16 +206,20 @@ def parse_wrk(out):
 
 def top_statements(url, requests):
     """Statements pg_stat_statements saw since the last reset, per HTTP request."""
-    rows = psql(url, "SELECT calls, round(total_exec_time::numeric, 3), regexp_replace(query, '\\s+', ' ', 'g') "
+    rows = psql(url, "SELECT calls, round(total_exec_time::numeric, 3), round(total_plan_time::numeric, 3), "
+                     "plans, regexp_replace(query, '\\s+', ' ', 'g') "
                      "FROM pg_stat_statements WHERE query NOT ILIKE '%pg_stat_statements%' "
                      "AND calls > 0 ORDER BY calls DESC LIMIT 8")
     out = []
-    for calls, total_ms, query in rows:
+    for calls, total_ms, plan_ms, plans, query in rows:
         calls = int(calls)
         if requests and calls / requests < 0.0005:
             continue
         out.append({"per_request": round(calls / requests, 4) if requests else None,
-                    "mean_ms": round(float(total_ms) / calls, 4), "query": query[:160]})
+                    "mean_ms": round(float(total_ms) / calls, 4),
+                    "plans_per_call": round(int(plans) / calls, 3),
+                    "mean_plan_ms": round(float(plan_ms) / int(plans), 4) if int(plans) else 0.0,
+                    "query": query[:160]})
     return out
 
 
@@ -266,17 +271,26 @@ def run_wrk(args, base, script, conns, env, server_pid, postmaster):
     return res
 
 
-def run_pgbench(args, url, script, conns, env):
+def run_pgbench(args, url, script, conns, env, postmaster):
     cmd = [pg_bin("pgbench"), "-n", "-M", "prepared", f"-c{conns}", f"-j{args.wrk_threads}",
            f"-T{args.duration}", "-D", f"agents={env['BENCH_AGENTS']}", "-D", f"certs={env['BENCH_CERTS']}",
            "-f", str(ASSETS / script), url]
+    pg0, t0 = children_ticks(postmaster), time.time()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    pg_ticks = ticks_delta(pg0, children_ticks(postmaster))
     if out.returncode != 0:
         log(f"pgbench {script} failed: {out.stderr.strip()[-400:]}")
         return {"tps": None, "failed": None, "error": out.stderr.strip()[-400:]}
     m = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out.stdout)
     failed = re.search(r"number of failed transactions: (\d+)", out.stdout)
-    return {"tps": float(m.group(1)) if m else None, "failed": int(failed.group(1)) if failed else 0}
+    tps = float(m.group(1)) if m else None
+    txs = re.search(r"number of transactions actually processed: (\d+)", out.stdout)
+    n = int(txs.group(1)) if txs else 0
+    # Backends of pgbench's own connections exit with it: their CPU is read from the ones still
+    # there at the end, so this undercounts slightly; it is the database's cost per transaction.
+    return {"tps": tps, "failed": int(failed.group(1)) if failed else 0,
+            "pg_cpu_us_per_tx": round(pg_ticks / CLK_TCK * 1e6 / n, 1) if n else None,
+            "seconds": round(time.time() - t0, 2)}
 
 
 def fleet_renewal(args, base, url, server_pid, postmaster):
@@ -344,8 +358,8 @@ def render(results, fleet, meta):
              f"(generator, server and PostgreSQL share them), {meta['duration']} s per measurement, "
              f"fast durability, rate limits off.", "",
              "| endpoint | conns | HTTP req/s | p50 | p99 | non-2xx | SQL tps (pgbench) | HTTP/SQL | "
-             "server CPU/req | PG CPU/req | wrk CPU/req | statements/req |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "server CPU/req | PG CPU/req | wrk CPU/req | PG CPU/tx (pgbench) | statements/req |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         w, p = r["wrk"], r.get("pgbench") or {}
         ratio = (w["rps"] / p["tps"]) if p.get("tps") and w["rps"] else None
@@ -354,7 +368,7 @@ def render(results, fleet, meta):
                      f"{fmt(w['p99_ms'], '{:.2f} ms')} | {w['non_2xx'] + w['socket_errors']} | "
                      f"{fmt(p.get('tps'))} | {fmt(ratio, '{:.2f}')} | {fmt(w['server_cpu_us_per_req'], '{:.0f} µs')} | "
                      f"{fmt(w['pg_cpu_us_per_req'], '{:.0f} µs')} | {fmt(w['wrk_cpu_us_per_req'], '{:.0f} µs')} | "
-                     f"{stmts:.2f} |")
+                     f"{fmt(p.get('pg_cpu_us_per_tx'), '{:.0f} µs')} | {stmts:.2f} |")
     by = {(r["endpoint"], r["conns"]): r["wrk"]["rps"] for r in results}
     lines.append("")
     for name, *_ in ENDPOINTS:
@@ -374,7 +388,8 @@ def render(results, fleet, meta):
             continue
         lines.append(f"- {r['endpoint']}:")
         for s in r["statements"]:
-            lines.append(f"  - {s['per_request']}× {s['mean_ms']} ms `{s['query']}`")
+            lines.append(f"  - {s['per_request']}× {s['mean_ms']} ms (planned {s['plans_per_call']}× per call, "
+                         f"{s['mean_plan_ms']} ms) `{s['query']}`")
     return "\n".join(lines) + "\n"
 
 
@@ -464,7 +479,7 @@ def main():
                 benv["BENCH_RUN"] = f"{int(time.time())}{c}"
                 w = run_wrk(args, base, lua, c, benv, server.pid, postmaster)
                 stmts = top_statements(url, w["requests"])
-                p = run_pgbench(args, url, sql, c, benv) if sql else None
+                p = run_pgbench(args, url, sql, c, benv, postmaster) if sql else None
                 results.append({"endpoint": name, "conns": c, "wrk": w, "pgbench": p, "statements": stmts})
                 log(f"{name} c={c}: {w['rps']} req/s p50 {w['p50_ms']} p99 {w['p99_ms']} "
                     f"non-2xx {w['non_2xx']}; pgbench {p and p['tps']} tps")
