@@ -5,6 +5,7 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: run test lint fmt deps build clean acme-e2e loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent loadtest-ceiling bench-generator
+.PHONY: run test lint fmt deps build clean acme-e2e bench-hotpath loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent
 
 ## Install PostgreSQL's server binaries when none are on the machine (Debian/Ubuntu, needs root).
 # Where cargo puts binaries (honours CARGO_TARGET_DIR, as cargo does).
@@ -28,6 +29,16 @@ test: deps
 acme-e2e: deps
 	$(CARGO) build --workspace --all-targets --locked
 	bash scripts/acme-e2e.sh
+
+## Hot-path benchmark: release build, throw-away PostgreSQL + certctl-server with the fleet
+## seeded, then wrk (HTTP) against pgbench (the same SQL) per hot endpoint at 16 and 64
+## connections, in one run (~5 min). Installs wrk when missing (root + apt). Options:
+## make bench-hotpath BENCH_ARGS="--duration 10 --endpoints heartbeat,list"
+BENCH_ARGS ?=
+bench-hotpath: deps
+	@bash scripts/ensure-wrk.sh
+	$(CARGO) build --workspace --release --locked
+	python3 scripts/bench-hotpath.py --target-dir $(TARGET_DIR) $(BENCH_ARGS)
 
 ## fmt + clippy, as CI runs them.
 lint:

@@ -60,6 +60,11 @@ pub struct Config {
     #[arg(long, env = "CERTCTL_DATABASE_MAX_CONNS", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10000))]
     pub database_max_conns: u32,
 
+    /// Tokio worker threads that serve requests and run the background loops; 0 = one per CPU
+    /// core available to the process.
+    #[arg(long, env = "CERTCTL_WORKER_THREADS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1024))]
+    pub worker_threads: u32,
+
     /// Run the embedded migrations at boot (serialised across replicas by an advisory lock).
     #[arg(long, env = "CERTCTL_DATABASE_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub database_migrate: bool,

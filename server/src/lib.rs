@@ -46,9 +46,22 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
-/// Shared state handed to every handler and background loop. Cheap to clone.
+/// Shared state handed to every handler and background loop: one `Arc`, so the clone every
+/// middleware and handler makes of it (axum's `State`) is one atomic increment, not one per
+/// field. Fields are read through `Deref` ([`Shared`]).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Shared {
     /// The database pool.
     pub pool: PgPool,
     /// The parsed configuration.
@@ -84,11 +97,12 @@ impl AppState {
             db::demo_seed(&pool).await.context("loading the demo seed")?;
         }
         let instance_id: Arc<str> = config.instance_id().into();
-        let acme = acme::AcmeState::new(&config, acme::AcmeLimiters::build(&config, &pool))
+        let nonces = acme::nonce::NonceIssuer::spawn(pool.clone(), config.acme_nonce_ttl);
+        let acme = acme::AcmeState::new(&config, acme::AcmeLimiters::build(&config, &pool), nonces)
             .context("building the ACME state")?;
         let api = Arc::new(http::ApiState::new(&config));
         let audit = audit::AuditSink::spawn(pool.clone(), config.audit_flush_interval);
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             pool,
             config: Arc::new(config),
             instance_id,
@@ -99,7 +113,7 @@ impl AppState {
             scheduler: Arc::new(scheduler::SchedulerStatus::default()),
             api,
             audit,
-        })
+        })))
     }
 }
 

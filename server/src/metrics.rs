@@ -59,8 +59,9 @@ struct Inner {
     issuance_total: BTreeMap<(String, String), u64>,
     /// issuer_type -> histogram
     issuance_duration: BTreeMap<String, Histogram>,
-    /// (method, route, status) -> histogram
-    http_duration: BTreeMap<(String, String, u16), Histogram>,
+    /// route -> [(method, status, histogram)]: looked up by `&str` and a short scan, so a
+    /// request in steady state allocates nothing here.
+    http_duration: BTreeMap<String, Vec<(String, u16, Histogram)>>,
     jobs_completed: u64,
     jobs_failed: u64,
     notifications_sent: u64,
@@ -100,10 +101,18 @@ impl Metrics {
     /// One HTTP request, labelled by its matched route (never the raw path: bounded cardinality).
     pub fn record_http(&self, method: &str, route: &str, status: u16, took: Duration) {
         self.with(|m| {
-            m.http_duration
-                .entry((method.to_string(), route.to_string(), status))
-                .or_default()
-                .observe(took.as_secs_f64())
+            if !m.http_duration.contains_key(route) {
+                m.http_duration.insert(route.to_string(), Vec::new());
+            }
+            let Some(series) = m.http_duration.get_mut(route) else { return };
+            match series.iter_mut().find(|(mm, st, _)| mm == method && *st == status) {
+                Some((_, _, h)) => h.observe(took.as_secs_f64()),
+                None => {
+                    let mut h = Histogram::default();
+                    h.observe(took.as_secs_f64());
+                    series.push((method.to_string(), status, h));
+                }
+            }
         });
     }
 
@@ -145,9 +154,14 @@ impl Metrics {
                 m.notifications_failed
             );
             out.push_str("# HELP certctl_http_request_duration_seconds HTTP request latency by route and status.\n# TYPE certctl_http_request_duration_seconds histogram\n");
-            for ((method, route, status), h) in &m.http_duration {
-                let labels = format!("method=\"{method}\",route=\"{}\",status=\"{status}\"", route.replace('"', "\\\""));
-                h.render(&mut out, "certctl_http_request_duration_seconds", &labels);
+            for (route, series) in &m.http_duration {
+                let mut series: Vec<&(String, u16, Histogram)> = series.iter().collect();
+                series.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+                for (method, status, h) in series {
+                    let labels =
+                        format!("method=\"{method}\",route=\"{}\",status=\"{status}\"", route.replace('"', "\\\""));
+                    h.render(&mut out, "certctl_http_request_duration_seconds", &labels);
+                }
             }
         });
         out

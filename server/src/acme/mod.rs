@@ -140,11 +140,17 @@ pub struct AcmeState {
     pub http01: reqwest::Client,
     /// The rate limiters.
     pub limiters: AcmeLimiters,
+    /// Issues the `Replay-Nonce`s (stored in groups, see [`nonce`]).
+    pub nonces: nonce::NonceIssuer,
 }
 
 impl AcmeState {
-    /// Builds the ACME state for `config` with `limiters`.
-    pub fn new(config: &crate::Config, limiters: AcmeLimiters) -> Result<Self, reqwest::Error> {
+    /// Builds the ACME state for `config` with `limiters` and the nonce issuer `nonces`.
+    pub fn new(
+        config: &crate::Config,
+        limiters: AcmeLimiters,
+        nonces: nonce::NonceIssuer,
+    ) -> Result<Self, reqwest::Error> {
         let mut b = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(Duration::from_secs(5))
@@ -156,7 +162,7 @@ impl AcmeState {
             // The port of the override is ignored by reqwest; the URL carries it.
             b = b.resolve(&name, std::net::SocketAddr::new(ip, 0));
         }
-        Ok(AcmeState { profiles: Mutex::new(HashMap::new()), http01: b.build()?, limiters })
+        Ok(AcmeState { profiles: Mutex::new(HashMap::new()), http01: b.build()?, limiters, nonces })
     }
 
     /// The ACME-enabled profile `id`, cached for a few seconds.
@@ -277,7 +283,7 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: axum:
     let is_post = req.method() == Method::POST;
     let mut resp = next.run(req).await;
     if is_post && !resp.headers().contains_key("replay-nonce") {
-        match nonce::issue(&state.pool, state.config.acme_nonce_ttl).await {
+        match state.acme.nonces.issue().await {
             Ok(n) => {
                 if let Ok(v) = HeaderValue::from_str(&n) {
                     resp.headers_mut().insert("replay-nonce", v);
@@ -314,7 +320,7 @@ async fn directory(ctx: Ctx) -> Response {
 
 /// HEAD (200) / GET (204) `new-nonce` (RFC 8555 §7.2).
 async fn new_nonce(State(state): State<AppState>, method: Method, _ctx: Ctx) -> Result<Response, Problem> {
-    let n = nonce::issue(&state.pool, state.config.acme_nonce_ttl).await?;
+    let n = state.acme.nonces.issue().await?;
     let status = if method == Method::HEAD { StatusCode::OK } else { StatusCode::NO_CONTENT };
     let mut resp = status.into_response();
     let h = resp.headers_mut();

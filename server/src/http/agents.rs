@@ -5,9 +5,11 @@
 //! stored (see [`super::auth`]). The agent-facing endpoints accept that credential for the
 //! agent's own id only, or an admin key.
 //!
-//! The heartbeat is the hottest route of the load test (167 req/s, p99 < 10 ms): after the
-//! authentication lookup it is one UPDATE by primary key; the 404/410 distinction is only
-//! looked up when that UPDATE touched nothing.
+//! The heartbeat is the hottest route (a fleet of N agents sends N/30 per second): it is one
+//! UPDATE by primary key that also verifies the agent's credential (the auth layer hands it over
+//! as an [`AgentClaim`] instead of looking it up first); the 401/404/410 distinction is only
+//! looked up when that UPDATE touched nothing. A heartbeat leaves an audit row only when the
+//! inventory it reports changed.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -19,8 +21,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::audit::created;
-use super::auth::{Caller, credential_hash};
+use super::audit::{NotAudited, created};
+use super::auth::{AgentAuth, AgentClaim, Caller, Principal, credential_hash};
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use super::extract::{
     AGENT_STATUSES, AgentStatus, JOB_STATUSES, JobStatus, OptionalJson, Page, Paged, new_id, require_id,
@@ -277,54 +279,97 @@ pub struct HeartbeatRecorded {
     pub status: String,
 }
 
-/// 404 or 410 for an agent id that a guarded UPDATE did not find active.
-async fn missing_or_retired(pool: &sqlx::PgPool, id: &str) -> ApiError {
-    match sqlx::query_scalar::<_, bool>("SELECT retired_at IS NOT NULL FROM agents WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-    {
-        Ok(Some(true)) => ApiError::Gone(format!("agent '{id}' is retired")),
-        Ok(Some(false)) => ApiError::Conflict(format!("agent '{id}' changed concurrently")),
-        Ok(None) => ApiError::not_found("agent", id),
+/// Why a heartbeat's UPDATE touched no row: 401 for an agent credential that is not this
+/// agent's (or an unknown agent, as the auth layer answers), 404 for an unknown agent named by an
+/// API key, 410 for a retired agent. One primary-key read, on this failure path only.
+async fn why_no_heartbeat(pool: &sqlx::PgPool, id: &str, claim: Option<&AgentClaim>) -> ApiError {
+    let row: Result<Option<(String, bool)>, _> =
+        sqlx::query_as("SELECT credential_hash, retired_at IS NOT NULL FROM agents WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await;
+    let unauthorized = || ApiError::Unauthorized("invalid API key or agent credential".into());
+    match row {
         Err(e) => ApiError::from(e),
+        Ok(None) if claim.is_some() => unauthorized(),
+        Ok(None) => ApiError::not_found("agent", id),
+        Ok(Some((stored, _))) if claim.is_some_and(|c| !c.matches(&stored)) => unauthorized(),
+        Ok(Some((_, true))) => ApiError::Gone(format!("agent '{id}' is retired")),
+        Ok(Some((_, false))) => ApiError::Conflict(format!("agent '{id}' changed concurrently")),
     }
 }
 
-/// The heartbeat: one UPDATE by primary key (`agents_pkey`); the optional fields keep their
-/// old values when absent.
-pub const HEARTBEAT_SQL: &str = "UPDATE agents SET last_heartbeat_at = now(), status = 'Online', updated_at = now(),
+/// The heartbeat: one UPDATE by primary key (`agents_pkey`) that also verifies an agent
+/// credential (`$7`, the presented token's hash; NULL when an API key already authenticated the
+/// caller) and refuses a retired agent, so the hot path is one statement and one round trip.
+/// The optional fields keep their old values when absent. It returns whether the reported
+/// inventory (version, hostname, os, architecture, ip_address) changed — the only part of a
+/// heartbeat the audit trail records (`docs/operator/audit.md`). `before` reads the row as of the
+/// statement's snapshot, the UPDATE writes the new values.
+///
+/// The credential comparison in SQL compares SHA-256 digests, as the auth layer does: its timing
+/// could at most tell a prefix of the digest of the guess, which says nothing about a credential
+/// of 256 random bits. Every failure is decided in Rust, in constant time, by [`why_no_heartbeat`].
+pub const HEARTBEAT_SQL: &str = "WITH before AS (SELECT version, hostname, os, architecture, ip_address FROM agents WHERE id = $1)
+UPDATE agents SET last_heartbeat_at = now(), status = 'Online', updated_at = now(),
         version = COALESCE($2, version), hostname = COALESCE($3, hostname), os = COALESCE($4, os),
         architecture = COALESCE($5, architecture), ip_address = COALESCE($6, ip_address)
-  WHERE id = $1 AND retired_at IS NULL";
+  WHERE id = $1 AND retired_at IS NULL AND ($7::text IS NULL OR lower(credential_hash) = $7)
+  RETURNING (SELECT (b.version, b.hostname, b.os, b.architecture, b.ip_address)
+                    IS DISTINCT FROM (agents.version, agents.hostname, agents.os, agents.architecture, agents.ip_address)
+               FROM before b)";
 
-/// Records a heartbeat: one UPDATE by primary key.
+/// Records a heartbeat: one UPDATE by primary key that also verifies the agent's credential.
 #[utoipa::path(post, path = "/api/v1/agents/{id}/heartbeat", tag = "agents", params(AgentPath),
     request_body(content = Option<Heartbeat>, description = "optional"),
     responses((status = 200, description = "recorded", body = HeartbeatRecorded), (status = 403, description = "another agent's credential or a non-admin key", body = ErrorBody),
               (status = 404, description = "unknown agent", body = ErrorBody), (status = 410, description = "retired agent", body = ErrorBody)))]
 pub async fn heartbeat(
     State(state): State<AppState>,
-    caller: Caller,
+    auth: AgentAuth,
     ApiPath(p): ApiPath<AgentPath>,
     OptionalJson(body): OptionalJson<Heartbeat>,
-) -> Result<ApiJson<HeartbeatRecorded>, ApiError> {
-    caller.require_agent(&p.id)?;
+) -> Result<Response, ApiError> {
+    let claim = match &auth {
+        AgentAuth::Caller(caller) => {
+            caller.require_agent(&p.id)?;
+            None
+        }
+        AgentAuth::Claim(claim) => Some(claim),
+    };
     let hb = body.unwrap_or_default();
-    let updated = sqlx::query(HEARTBEAT_SQL)
+    let changed: Option<Option<bool>> = sqlx::query_scalar(HEARTBEAT_SQL)
         .bind(&p.id)
         .bind(&hb.version)
         .bind(&hb.hostname)
         .bind(&hb.os)
         .bind(&hb.architecture)
         .bind(&hb.ip_address)
-        .execute(&state.pool)
-        .await?
-        .rows_affected();
-    if updated == 0 {
-        return Err(missing_or_retired(&state.pool, &p.id).await);
+        .bind(claim.map(|c| c.credential_hash.as_str()))
+        .fetch_optional(&state.pool)
+        .await?;
+    let mut resp = match changed {
+        Some(changed) => {
+            let mut resp = ApiJson(HeartbeatRecorded { status: "heartbeat_recorded".into() }).into_response();
+            if changed != Some(true) {
+                resp.extensions_mut().insert(NotAudited);
+            }
+            resp
+        }
+        None => {
+            let err = why_no_heartbeat(&state.pool, &p.id, claim).await;
+            if matches!(err, ApiError::Unauthorized(_)) {
+                // Not authenticated: like every 401 of the auth layer, no audit row.
+                return Err(err);
+            }
+            err.into_response()
+        }
+    };
+    if claim.is_some() {
+        // The statement verified the credential: the audit layer learns the actor from here.
+        resp.extensions_mut().insert(Principal::Agent { id: p.id.clone() });
     }
-    Ok(ApiJson(HeartbeatRecorded { status: "heartbeat_recorded".into() }))
+    Ok(resp)
 }
 
 /// One unit of work for an agent: the job plus what it needs to act on it.
@@ -359,10 +404,73 @@ pub struct Work {
     pub count: usize,
 }
 
-/// Hands the agent its work, in one transaction with one statement per kind of work (a UNION
-/// cannot carry `FOR UPDATE`): pending deployments are claimed (`Running`, `claimed_by`), and
-/// issuance/renewal jobs awaiting this agent's CSR are listed. `SKIP LOCKED` keeps two
-/// concurrent polls (or the job processor) from handing out the same job.
+/// The work poll, one statement: whether the agent exists and is active (`agent`), the claim of
+/// its pending deployments (`claimed`: `Running`, `claimed_by`) and the issuance/renewal jobs
+/// awaiting its CSR (`csr`). `FOR UPDATE … SKIP LOCKED` sits inside each branch (a UNION cannot
+/// carry it); it keeps two concurrent polls (or the job processor) from handing out the same job.
+/// Both branches act only for an active agent. The answer has one row per job, or a single row
+/// with NULL job columns when there is no work, and no row at all for an unknown agent; `kind`
+/// orders claimed deployments before CSR work, as two separate statements did.
+pub const WORK_SQL: &str = "WITH agent AS (SELECT retired_at IS NULL AS active FROM agents WHERE id = $1),
+claimed AS (
+    UPDATE jobs j
+       SET status = 'Running', started_at = now(), claimed_by = 'agent:' || $1, attempts = j.attempts + 1,
+           updated_at = now()
+      FROM managed_certificates c
+     WHERE c.id = j.certificate_id
+       AND (SELECT active FROM agent)
+       AND j.id IN (SELECT id FROM jobs
+                     WHERE agent_id = $1 AND type = 'Deployment' AND status = 'Pending' AND scheduled_at <= now()
+                     ORDER BY scheduled_at, id
+                     LIMIT $2
+                     FOR UPDATE SKIP LOCKED)
+    RETURNING 0 AS kind, j.id, j.type, j.certificate_id, j.status, j.attempts, c.common_name, c.sans, j.created_at),
+csr AS (
+    SELECT 1 AS kind, j.id, j.type, j.certificate_id, j.status, j.attempts, c.common_name, c.sans, j.created_at
+      FROM jobs j JOIN managed_certificates c ON c.id = j.certificate_id
+     WHERE (SELECT active FROM agent)
+       AND j.agent_id = $1 AND j.type IN ('Issuance', 'Renewal') AND j.status = 'AwaitingCSR'
+     ORDER BY j.created_at, j.id
+     LIMIT $2
+     FOR UPDATE OF j SKIP LOCKED)
+SELECT a.active, w.id, w.type, w.certificate_id, w.status, w.attempts, w.common_name, w.sans, w.created_at
+  FROM agent a
+  LEFT JOIN (SELECT * FROM claimed UNION ALL SELECT * FROM csr) w ON true
+ ORDER BY w.kind, w.created_at, w.id";
+
+/// One row of [`WORK_SQL`]: the agent's state, and a job unless there is no work.
+#[derive(sqlx::FromRow)]
+struct WorkRow {
+    active: bool,
+    id: Option<String>,
+    #[sqlx(rename = "type")]
+    job_type: Option<String>,
+    certificate_id: Option<String>,
+    status: Option<String>,
+    attempts: Option<i32>,
+    common_name: Option<String>,
+    sans: Option<Vec<String>>,
+    created_at: Option<DateTime<Utc>>,
+}
+
+impl WorkRow {
+    /// The job of the row; `None` for the no-work row (every job column NULL together).
+    fn into_item(self) -> Option<WorkItem> {
+        Some(WorkItem {
+            id: self.id?,
+            job_type: self.job_type?,
+            certificate_id: self.certificate_id?,
+            status: self.status?,
+            attempts: self.attempts?,
+            common_name: self.common_name?,
+            sans: self.sans.unwrap_or_default(),
+            created_at: self.created_at?,
+        })
+    }
+}
+
+/// Hands the agent its work ([`WORK_SQL`], one statement and one round trip): pending
+/// deployments are claimed, and issuance/renewal jobs awaiting this agent's CSR are listed.
 #[utoipa::path(get, path = "/api/v1/agents/{id}/work", tag = "agents", params(AgentPath),
     responses((status = 200, description = "the agent's work", body = Work), (status = 403, description = "not this agent", body = ErrorBody),
               (status = 404, description = "unknown agent", body = ErrorBody), (status = 410, description = "retired agent", body = ErrorBody)))]
@@ -372,47 +480,13 @@ pub async fn work(
     ApiPath(p): ApiPath<AgentPath>,
 ) -> Result<ApiJson<Work>, ApiError> {
     caller.require_agent(&p.id)?;
-    let mut tx = state.pool.begin().await?;
-    let active: Option<bool> = sqlx::query_scalar("SELECT retired_at IS NULL FROM agents WHERE id = $1")
-        .bind(&p.id)
-        .fetch_optional(&mut *tx)
-        .await?;
-    match active {
+    let rows = sqlx::query_as::<_, WorkRow>(WORK_SQL).bind(&p.id).bind(WORK_BATCH).fetch_all(&state.pool).await?;
+    match rows.first() {
         None => return Err(ApiError::not_found("agent", &p.id)),
-        Some(false) => return Err(ApiError::Gone(format!("agent '{}' is retired", p.id))),
-        Some(true) => {}
+        Some(r) if !r.active => return Err(ApiError::Gone(format!("agent '{}' is retired", p.id))),
+        Some(_) => {}
     }
-    let mut jobs = sqlx::query_as::<_, WorkItem>(
-        "UPDATE jobs j
-            SET status = 'Running', started_at = now(), claimed_by = 'agent:' || $1, attempts = j.attempts + 1,
-                updated_at = now()
-           FROM managed_certificates c
-          WHERE c.id = j.certificate_id
-            AND j.id IN (SELECT id FROM jobs
-                          WHERE agent_id = $1 AND type = 'Deployment' AND status = 'Pending' AND scheduled_at <= now()
-                          ORDER BY scheduled_at, id
-                          LIMIT $2
-                          FOR UPDATE SKIP LOCKED)
-          RETURNING j.id, j.type, j.certificate_id, j.status, j.attempts, c.common_name, c.sans, j.created_at",
-    )
-    .bind(&p.id)
-    .bind(WORK_BATCH)
-    .fetch_all(&mut *tx)
-    .await?;
-    let csr = sqlx::query_as::<_, WorkItem>(
-        "SELECT j.id, j.type, j.certificate_id, j.status, j.attempts, c.common_name, c.sans, j.created_at
-           FROM jobs j JOIN managed_certificates c ON c.id = j.certificate_id
-          WHERE j.agent_id = $1 AND j.type IN ('Issuance', 'Renewal') AND j.status = 'AwaitingCSR'
-          ORDER BY j.created_at, j.id
-          LIMIT $2
-          FOR UPDATE OF j SKIP LOCKED",
-    )
-    .bind(&p.id)
-    .bind(WORK_BATCH)
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    jobs.extend(csr);
+    let jobs: Vec<WorkItem> = rows.into_iter().filter_map(WorkRow::into_item).collect();
     let count = jobs.len();
     Ok(ApiJson(Work { jobs, count }))
 }

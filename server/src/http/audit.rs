@@ -29,7 +29,16 @@ use crate::audit::AuditEvent;
 #[derive(Debug, Clone)]
 pub struct AuditResource(pub String);
 
-/// Route layer: records one audit row per mutating call that passed authentication.
+/// Response extension: the call changed nothing the audit trail records, so no row is written.
+/// Only a heartbeat that refreshed liveness (and reported the inventory it already had) sets it:
+/// liveness is kept in `agents.last_heartbeat_at`, and a row per heartbeat would make the audit
+/// trail mostly noise (what it is for: `docs/operator/audit.md`).
+#[derive(Debug, Clone, Copy)]
+pub struct NotAudited;
+
+/// Route layer: records one audit row per mutating call that passed authentication (the actor
+/// comes from the request, or — on a self-verifying route, where the handler authenticated the
+/// caller — from the response), unless the handler marked the answer [`NotAudited`].
 pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
     if matches!(method, Method::GET | Method::HEAD | Method::OPTIONS) {
@@ -45,7 +54,10 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     };
     let created_at = Utc::now();
     let resp = next.run(Request::from_parts(parts, body)).await;
-    let Some(principal) = principal else { return resp };
+    if resp.extensions().get::<NotAudited>().is_some() {
+        return resp;
+    }
+    let Some(principal) = principal.or_else(|| resp.extensions().get::<Principal>().cloned()) else { return resp };
     let (resource_type, action) = describe(&method, &route);
     let resource_id = resp.extensions().get::<AuditResource>().map(|r| r.0.clone()).or(path_id).unwrap_or_default();
     state

@@ -8,8 +8,17 @@
 //!    agent's own credential: `hex(sha256(token))` is compared in constant time with
 //!    `agents.credential_hash` of the agent named in the path (one primary-key lookup). The
 //!    load harness seeds agents with exactly that hash, so nothing else may be assumed.
-//! 4. The caller is then rate limited by its identity (key name, or `agent:<id>`), not by IP:
-//!    the limiter runs after authentication so one noisy key cannot starve the others.
+//! 4. The caller is then rate limited by its identity (key name, or `agent:<id>` plus a prefix
+//!    of the presented credential's hash), not by IP: the limiter runs after authentication so
+//!    one noisy key cannot starve the others.
+//!
+//! The heartbeat (the hottest route) is the one exception to step 3: on the routes of
+//! [`SELF_VERIFYING_AGENT_ROUTES`] the credential is not looked up here but handed to the handler
+//! as an [`AgentClaim`], whose single UPDATE both verifies it and records the call (see
+//! `agents::heartbeat`). A claim is not a [`Principal`]: the [`Caller`] extractor refuses it, so
+//! no other handler can mistake an unverified credential for an authenticated caller. Its rate
+//! limit bucket is keyed by the claimed id *and* the credential hash, so somebody who knows an
+//! agent's id but not its credential cannot use up that agent's budget.
 //!
 //! Handlers read the result with the [`Caller`] extractor and ask it for the permission they
 //! need ([`Caller::require_admin`], [`Caller::require_agent`]).
@@ -68,14 +77,18 @@ impl Principal {
             Principal::Agent { .. } => "agent",
         }
     }
+}
 
-    /// The rate-limit bucket: one per key name, one per agent.
-    fn rate_key(&self) -> String {
-        match self {
-            Principal::Key { name, .. } => format!("key:{name}"),
-            Principal::Agent { id } => format!("agent:{id}"),
-        }
-    }
+/// The rate-limit bucket of an API key: one per key name.
+fn key_rate_key(name: &str) -> String {
+    format!("key:{name}")
+}
+
+/// The rate-limit bucket of an agent credential: the agent id plus the first 16 hex digits of
+/// the credential's hash (one bucket per real agent, whatever route it calls; a wrong
+/// credential lands in a bucket of its own, never in the agent's).
+fn agent_rate_key(id: &str, credential_hash: &str) -> String {
+    format!("agent:{id}:{}", &credential_hash[..credential_hash.len().min(16)])
 }
 
 /// The principal of every request when `CERTCTL_AUTH_TYPE=none`.
@@ -161,14 +174,15 @@ impl RateLimits {
         Some(RateLimits { limiter: DefaultKeyedRateLimiter::keyed(quota), checks: AtomicU64::new(0) })
     }
 
-    /// Admits one request of `principal`, or answers 429 with the wait in whole seconds.
-    fn check(&self, principal: &Principal) -> Result<(), ApiError> {
+    /// Admits one request of the caller with bucket `key`, or answers 429 with the wait in
+    /// whole seconds.
+    fn check(&self, key: &str) -> Result<(), ApiError> {
         // Forget idle buckets now and then so the key map does not grow without bound
         // (agents come and go).
         if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
             self.limiter.retain_recent();
         }
-        match self.limiter.check_key(&principal.rate_key()) {
+        match self.limiter.check_key(&key.to_string()) {
             Ok(()) => Ok(()),
             Err(not_until) => {
                 let wait = not_until.wait_time_from(self.limiter.clock().now());
@@ -179,34 +193,58 @@ impl RateLimits {
     }
 }
 
-/// Route layer: authenticates, rate limits, and stores the [`Principal`] as an extension.
+/// Route layer: authenticates, rate limits, and stores the [`Principal`] (or, on a
+/// self-verifying route, the [`AgentClaim`]) as an extension.
 pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
-    let principal = match authenticate(&state, &mut parts).await {
+    let (identity, rate_key) = match authenticate(&state, &mut parts).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
     if let Some(limits) = &state.api.rate_limits
-        && let Err(e) = limits.check(&principal)
+        && let Err(e) = limits.check(&rate_key)
     {
         return e.into_response();
     }
-    parts.extensions.insert(principal);
+    match identity {
+        Identity::Caller(principal) => {
+            parts.extensions.insert(principal);
+        }
+        Identity::Claim(claim) => {
+            parts.extensions.insert(claim);
+        }
+    }
     next.run(Request::from_parts(parts, body)).await
 }
 
-async fn authenticate(state: &AppState, parts: &mut Parts) -> Result<Principal, ApiError> {
+/// What authentication established.
+enum Identity {
+    /// An authenticated caller.
+    Caller(Principal),
+    /// An agent credential the route's handler verifies itself.
+    Claim(AgentClaim),
+}
+
+/// The caller and its rate-limit bucket.
+async fn authenticate(state: &AppState, parts: &mut Parts) -> Result<(Identity, String), ApiError> {
     if state.api.keys.is_open() {
-        return Ok(Principal::Key { name: ANONYMOUS.into(), admin: true });
+        return Ok((Identity::Caller(Principal::Key { name: ANONYMOUS.into(), admin: true }), key_rate_key(ANONYMOUS)));
     }
     let token = bearer_token(parts)?;
     if let Some(p) = state.api.keys.find(&token) {
-        return Ok(p);
+        // `find` only answers keys, whose actor is the key name.
+        let key = key_rate_key(&p.actor());
+        return Ok((Identity::Caller(p), key));
     }
-    if let Some(agent_id) = agent_route_id(parts).await
-        && agent_credential_matches(state, &agent_id, &token).await?
-    {
-        return Ok(Principal::Agent { id: agent_id });
+    if let Some((agent_id, self_verifying)) = agent_route_id(parts).await {
+        let hash = credential_hash(&token);
+        let key = agent_rate_key(&agent_id, &hash);
+        if self_verifying {
+            return Ok((Identity::Claim(AgentClaim { id: agent_id, credential_hash: hash }), key));
+        }
+        if agent_credential_matches(state, &agent_id, &hash).await? {
+            return Ok((Identity::Caller(Principal::Agent { id: agent_id }), key));
+        }
     }
     Err(ApiError::Unauthorized("invalid API key or agent credential".into()))
 }
@@ -226,31 +264,80 @@ fn bearer_token(parts: &Parts) -> Result<String, ApiError> {
     Ok(token.to_string())
 }
 
+/// Agent routes whose handler verifies the agent credential in the same statement that does
+/// the route's work, so the auth layer does not look it up first (module docs).
+pub const SELF_VERIFYING_AGENT_ROUTES: &[&str] = &["/api/v1/agents/{id}/heartbeat"];
+
 /// The agent id of an agent-scoped route (`/api/v1/agents/{id}/<something>`), where an agent
-/// credential is acceptable. `GET /agents/{id}` itself and everything else are API-key only.
-async fn agent_route_id(parts: &mut Parts) -> Option<String> {
+/// credential is acceptable, and whether the route verifies it itself. `GET /agents/{id}` itself
+/// and everything else are API-key only.
+async fn agent_route_id(parts: &mut Parts) -> Option<(String, bool)> {
     let route = parts.extensions.get::<MatchedPath>()?.as_str();
     if !route.starts_with("/api/v1/agents/{id}/") {
         return None;
     }
+    let self_verifying = SELF_VERIFYING_AGENT_ROUTES.contains(&route);
     let params = RawPathParams::from_request_parts(parts, &()).await.ok()?;
-    params.iter().find(|(k, _)| *k == "id").map(|(_, v)| v.to_string())
+    params.iter().find(|(k, _)| *k == "id").map(|(_, v)| (v.to_string(), self_verifying))
+}
+
+/// An agent credential presented on a [`SELF_VERIFYING_AGENT_ROUTES`] route, *not yet
+/// verified*: the handler's statement compares [`AgentClaim::credential_hash`] with the stored
+/// hash and acts only on a match. Read it with the [`AgentAuth`] extractor.
+#[derive(Debug, Clone)]
+pub struct AgentClaim {
+    /// The agent id named in the path.
+    pub id: String,
+    /// `hex(sha256(token))` of the presented token (lower case, as [`credential_hash`]).
+    pub credential_hash: String,
+}
+
+impl AgentClaim {
+    /// Whether the claim's hash equals `stored_hex` (either case), in constant time.
+    pub fn matches(&self, stored_hex: &str) -> bool {
+        hash_matches(stored_hex, &self.credential_hash)
+    }
+}
+
+/// Who is calling a self-verifying agent route: an authenticated caller (an API key), or an
+/// agent credential the handler must verify.
+#[derive(Debug, Clone)]
+pub enum AgentAuth {
+    /// An API key (admin or not; the handler checks with [`Caller::require_agent`]).
+    Caller(Caller),
+    /// An agent credential for the agent in the path, to be verified by the handler.
+    Claim(AgentClaim),
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AgentAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(claim) = parts.extensions.get::<AgentClaim>() {
+            return Ok(AgentAuth::Claim(claim.clone()));
+        }
+        Caller::from_request_parts(parts, _state).await.map(AgentAuth::Caller)
+    }
 }
 
 /// The agent-credential lookup: one primary-key read.
 pub const AGENT_CREDENTIAL_SQL: &str = "SELECT credential_hash FROM agents WHERE id = $1";
 
-/// `hex(sha256(token)) == agents.credential_hash`, compared in constant time.
-async fn agent_credential_matches(state: &AppState, agent_id: &str, token: &str) -> Result<bool, ApiError> {
+/// `hash` (`hex(sha256(token))`) `== agents.credential_hash`, compared in constant time.
+async fn agent_credential_matches(state: &AppState, agent_id: &str, hash: &str) -> Result<bool, ApiError> {
     let stored: Option<String> =
         sqlx::query_scalar(AGENT_CREDENTIAL_SQL).bind(agent_id).fetch_optional(&state.pool).await?;
     let Some(stored) = stored else { return Ok(false) };
-    Ok(credential_matches(&stored, token))
+    Ok(hash_matches(&stored, hash))
 }
 
 /// Whether `token` hashes to `stored_hex` (lower- or upper-case hex), in constant time.
 pub fn credential_matches(stored_hex: &str, token: &str) -> bool {
-    let ours = credential_hash(token);
+    hash_matches(stored_hex, &credential_hash(token))
+}
+
+/// Whether the lower-case hex digest `ours` equals `stored_hex` (either case), in constant time.
+fn hash_matches(stored_hex: &str, ours: &str) -> bool {
     let theirs = stored_hex.to_ascii_lowercase();
     ours.as_bytes().ct_eq(theirs.as_bytes()).into()
 }

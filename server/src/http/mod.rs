@@ -254,9 +254,15 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(extract::reject_nul))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
-            let id = req.extensions().get::<request_id::RequestId>().map(|r| r.0.clone()).unwrap_or_default();
-            tracing::info_span!("request", method = %req.method(), uri = %req.uri(), route, request_id = %id)
+            // The field values are only computed when the span is enabled (log level info or
+            // finer), so at `warn` a request pays nothing here.
+            tracing::info_span!(
+                "request",
+                method = %req.method(),
+                uri = %req.uri(),
+                route = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str),
+                request_id = %req.extensions().get::<request_id::RequestId>().map_or("", |r| r.0.as_str())
+            )
         }))
         .layer(middleware::from_fn(request_id::middleware))
         .with_state(state)

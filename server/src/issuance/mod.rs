@@ -395,25 +395,33 @@ impl CertContext {
     }
 }
 
+/// The issuance contexts of the certificates `$1` (a text array).
+const CERT_CONTEXT_SQL: &str = "SELECT c.id, c.common_name, c.sans, c.status, c.agent_id, c.issuer_id, \
+        i.type AS issuer_type, i.enabled AS issuer_enabled, i.validity_days AS issuer_validity_days, \
+        COALESCE(NULLIF(i.config->>'common_name', ''), i.name || ' CA') AS ca_common_name, \
+        p.id AS profile_id, p.validity_days AS profile_validity_days, p.extended_key_usages, \
+        p.allowed_key_algorithms, p.default_key_algorithm, p.max_sans \
+   FROM managed_certificates c \
+   JOIN issuers i ON i.id = c.issuer_id \
+   LEFT JOIN certificate_profiles p ON p.id = c.certificate_profile_id \
+  WHERE c.id = ANY($1)";
+
 /// Loads the issuance context of certificate `certificate_id`.
 pub async fn load_cert_context(
     conn: &mut PgConnection,
     certificate_id: &str,
 ) -> Result<Option<CertContext>, sqlx::Error> {
-    sqlx::query_as::<_, CertContext>(
-        "SELECT c.id, c.common_name, c.sans, c.status, c.agent_id, c.issuer_id, \
-                i.type AS issuer_type, i.enabled AS issuer_enabled, i.validity_days AS issuer_validity_days, \
-                COALESCE(NULLIF(i.config->>'common_name', ''), i.name || ' CA') AS ca_common_name, \
-                p.id AS profile_id, p.validity_days AS profile_validity_days, p.extended_key_usages, \
-                p.allowed_key_algorithms, p.default_key_algorithm, p.max_sans \
-           FROM managed_certificates c \
-           JOIN issuers i ON i.id = c.issuer_id \
-           LEFT JOIN certificate_profiles p ON p.id = c.certificate_profile_id \
-          WHERE c.id = $1",
-    )
-    .bind(certificate_id)
-    .fetch_optional(conn)
-    .await
+    sqlx::query_as::<_, CertContext>(CERT_CONTEXT_SQL).bind([certificate_id]).fetch_optional(conn).await
+}
+
+/// Loads the issuance contexts of many certificates in one query, by certificate id (ids that
+/// do not exist are absent).
+pub async fn load_cert_contexts(
+    pool: &sqlx::PgPool,
+    certificate_ids: &[&str],
+) -> Result<std::collections::HashMap<String, CertContext>, sqlx::Error> {
+    let rows = sqlx::query_as::<_, CertContext>(CERT_CONTEXT_SQL).bind(certificate_ids).fetch_all(pool).await?;
+    Ok(rows.into_iter().map(|c| (c.id.clone(), c)).collect())
 }
 
 /// Generates a key pair for a profile algorithm name (`ECDSA-P256` when empty).
@@ -456,37 +464,62 @@ pub async fn store_version(
     v: &NewVersion<'_>,
     now: DateTime<Utc>,
 ) -> Result<String, sqlx::Error> {
-    let id = format!("cv-{}", uuid::Uuid::new_v4().simple());
+    let mut ids = store_versions(conn, std::slice::from_ref(v), now).await?;
+    Ok(ids.pop().unwrap_or_default())
+}
+
+/// [`store_version`] for many versions (of distinct certificates) with two statements: one
+/// multi-row INSERT and one UPDATE, each column travelling as one array parameter. Returns the
+/// version ids in order.
+pub async fn store_versions<'a>(
+    conn: &mut PgConnection,
+    versions: &'a [NewVersion<'a>],
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, sqlx::Error> {
+    if versions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = versions.iter().map(|_| format!("cv-{}", uuid::Uuid::new_v4().simple())).collect();
+    let col = |f: fn(&'a NewVersion<'a>) -> Option<&'a str>| versions.iter().map(f).collect::<Vec<Option<&str>>>();
+    let certs = col(|v| Some(v.certificate_id));
+    let not_after: Vec<DateTime<Utc>> = versions.iter().map(|v| v.signed.not_after).collect();
     sqlx::query(
         "INSERT INTO certificate_versions (id, certificate_id, issuer_id, serial_number, not_before, not_after, \
                  fingerprint_sha256, pem_chain, csr_pem, key_algorithm, private_key_pem, job_id, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         SELECT id, certificate_id, issuer_id, serial_number, not_before, not_after, fingerprint_sha256, pem_chain, \
+                csr_pem, key_algorithm, private_key_pem, job_id, $13 \
+           FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], \
+                       $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]) \
+             AS t(id, certificate_id, issuer_id, serial_number, not_before, not_after, fingerprint_sha256, \
+                  pem_chain, csr_pem, key_algorithm, private_key_pem, job_id)",
     )
-    .bind(&id)
-    .bind(v.certificate_id)
-    .bind(v.issuer_id)
-    .bind(&v.signed.serial_hex)
-    .bind(v.signed.not_before)
-    .bind(v.signed.not_after)
-    .bind(&v.signed.fingerprint_sha256)
-    .bind(&v.signed.pem_chain)
-    .bind(v.csr_pem)
-    .bind(v.key_algorithm)
-    .bind(v.private_key_pem)
-    .bind(v.job_id)
+    .bind(&ids)
+    .bind(&certs)
+    .bind(col(|v| Some(v.issuer_id)))
+    .bind(col(|v| Some(v.signed.serial_hex.as_str())))
+    .bind(versions.iter().map(|v| v.signed.not_before).collect::<Vec<_>>())
+    .bind(&not_after)
+    .bind(col(|v| Some(v.signed.fingerprint_sha256.as_str())))
+    .bind(col(|v| Some(v.signed.pem_chain.as_str())))
+    .bind(col(|v| v.csr_pem))
+    .bind(col(|v| Some(v.key_algorithm)))
+    .bind(col(|v| v.private_key_pem))
+    .bind(col(|v| v.job_id))
     .bind(now)
     .execute(&mut *conn)
     .await?;
     sqlx::query(
-        "UPDATE managed_certificates SET status = 'Active', expires_at = $2, last_renewal_at = $3, updated_at = $3 \
-          WHERE id = $1",
+        "UPDATE managed_certificates c SET status = 'Active', expires_at = t.not_after, last_renewal_at = $3, \
+                updated_at = $3 \
+           FROM UNNEST($1::text[], $2::timestamptz[]) AS t(id, not_after) \
+          WHERE c.id = t.id",
     )
-    .bind(v.certificate_id)
-    .bind(v.signed.not_after)
+    .bind(&certs)
+    .bind(&not_after)
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    Ok(id)
+    Ok(ids)
 }
 
 /// Completes the agent's `AwaitingCSR` job for `certificate_id` with `csr_pem`: signs it,

@@ -26,17 +26,48 @@ pub async fn enqueue(
     message: &str,
     now: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
+    let event = NewEvent {
+        certificate_id: certificate_id.map(str::to_owned),
+        subject: subject.into(),
+        message: message.into(),
+    };
+    enqueue_many(conn, event_type, std::slice::from_ref(&event), now).await
+}
+
+/// One event for [`enqueue_many`].
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// The certificate it is about.
+    pub certificate_id: Option<String>,
+    /// Subject line.
+    pub subject: String,
+    /// Body.
+    pub message: String,
+}
+
+/// [`enqueue`] for many events of one type in one statement (the job processor stores a chunk of
+/// issued certificates at once): one `pending` row per event and enabled channel.
+pub async fn enqueue_many(
+    conn: &mut PgConnection,
+    event_type: &str,
+    events: &[NewEvent],
+    now: DateTime<Utc>,
+) -> Result<u64, sqlx::Error> {
+    if events.is_empty() {
+        return Ok(0);
+    }
     let done = sqlx::query(
         "INSERT INTO notification_events (id, type, certificate_id, channel_id, channel, recipient, subject, message, \
                  status, created_at, updated_at) \
-         SELECT 'ne-' || replace(gen_random_uuid()::text, '-', ''), $1, $2, ch.id, ch.type, \
-                COALESCE(ch.config->>'to', ch.config->>'url', ''), $3, $4, 'pending', $5, $5 \
-           FROM notification_channels ch WHERE ch.enabled",
+         SELECT 'ne-' || replace(gen_random_uuid()::text, '-', ''), $1, e.certificate_id, ch.id, ch.type, \
+                COALESCE(ch.config->>'to', ch.config->>'url', ''), e.subject, e.message, 'pending', $5, $5 \
+           FROM UNNEST($2::text[], $3::text[], $4::text[]) AS e(certificate_id, subject, message) \
+          CROSS JOIN notification_channels ch WHERE ch.enabled",
     )
     .bind(event_type)
-    .bind(certificate_id)
-    .bind(subject)
-    .bind(message)
+    .bind(events.iter().map(|e| e.certificate_id.as_deref()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.subject.as_str()).collect::<Vec<_>>())
+    .bind(events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>())
     .bind(now)
     .execute(conn)
     .await?;

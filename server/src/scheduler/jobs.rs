@@ -104,8 +104,15 @@ pub async fn claim_batch(state: &AppState, now: DateTime<Utc>) -> Result<Vec<Cla
     .await
 }
 
+/// Jobs issued and stored together: one context read, one key-generation/signing task and one
+/// storing transaction per chunk instead of per job (`docs/operator/scale.md`, fleet renewal).
+pub const JOB_CHUNK: usize = 50;
+
 /// One processor pass: (agent mode) hand agent jobs to their agents, then claim one batch and
-/// run it under a semaphore of `CERTCTL_RENEWAL_CONCURRENCY`. Waits for the whole batch.
+/// run it in chunks of at most [`JOB_CHUNK`] jobs, `CERTCTL_RENEWAL_CONCURRENCY` chunks at once
+/// (the batch is cut into that many chunks when it is small enough). A chunk signs its jobs one
+/// after another on one blocking thread, so the setting bounds the signing threads, as it
+/// bounded the jobs in flight when every job was its own task. Waits for the whole batch.
 pub async fn process_batch(state: &AppState, now: DateTime<Utc>) -> Result<ProcessStats, sqlx::Error> {
     let mut stats = ProcessStats::default();
     if state.config.keygen_mode == KeygenMode::Agent {
@@ -115,124 +122,195 @@ pub async fn process_batch(state: &AppState, now: DateTime<Utc>) -> Result<Proce
     if jobs.is_empty() {
         return Ok(stats);
     }
-    let permits = Arc::new(Semaphore::new(usize::try_from(state.config.renewal_concurrency).unwrap_or(1).max(1)));
+    let concurrency = usize::try_from(state.config.renewal_concurrency).unwrap_or(1).max(1);
+    let chunk = jobs.len().div_ceil(concurrency).clamp(1, JOB_CHUNK);
+    let permits = Arc::new(Semaphore::new(concurrency));
     let mut set = tokio::task::JoinSet::new();
-    for job in jobs {
+    for part in jobs.chunks(chunk) {
         let state = state.clone();
         let permits = permits.clone();
+        let part = part.to_vec();
         set.spawn(async move {
-            let Ok(_permit) = permits.acquire_owned().await else { return false };
+            let Ok(_permit) = permits.acquire_owned().await else { return (0, part.len() as u64) };
             let limit = state.config.job_running_timeout;
-            let outcome = match tokio::time::timeout(limit, run_server_job(&state, &job)).await {
-                Ok(r) => r,
-                // Leave it Running: the timeout sweep fails it and the retry loop requeues it.
-                Err(_) => Err(JobError::Lost(job.id.clone())),
-            };
-            match outcome {
-                Ok(()) => true,
-                Err(JobError::Lost(id)) => {
-                    tracing::warn!(job = %id, "job result discarded (timed out or taken over)");
-                    false
-                }
-                Err(e) => {
-                    tracing::warn!(job = %job.id, certificate = %job.certificate_id, error = %e, "job failed");
-                    if let Err(db) = fail_job(&state, &job.id, &e.to_string(), Utc::now()).await {
-                        tracing::error!(job = %job.id, error = %db, "could not record the job failure");
-                    }
-                    false
+            match tokio::time::timeout(limit, run_server_jobs(&state, &part)).await {
+                Ok(outcomes) => settle(&state, &part, outcomes).await,
+                // Leave them Running: the timeout sweep fails them and the retry loop requeues them.
+                Err(_) => {
+                    tracing::warn!(jobs = part.len(), "job results discarded (timed out)");
+                    (0, part.len() as u64)
                 }
             }
         });
     }
     while let Some(r) = set.join_next().await {
-        match r {
-            Ok(true) => stats.completed += 1,
-            _ => stats.failed += 1,
-        }
+        let (completed, failed) = r.unwrap_or((0, 0));
+        stats.completed += completed;
+        stats.failed += failed;
     }
     Ok(stats)
 }
 
-/// Issues for one claimed job with a server-generated key; version + certificate + job in one
-/// transaction. The completing UPDATE is guarded by `status = 'Running' AND claimed_by = me`,
-/// so a job the timeout sweep took away in the meantime is never completed twice.
-pub async fn run_server_job(state: &AppState, job: &ClaimedJob) -> Result<(), JobError> {
-    let started = Instant::now();
-    let mut conn = state.pool.acquire().await?;
-    let ctx = issuance::load_cert_context(&mut conn, &job.certificate_id)
-        .await?
-        .ok_or_else(|| IssuanceError::NotFound(format!("certificate '{}' not found", job.certificate_id)))?;
-    drop(conn);
-    let result = async {
-        if matches!(ctx.status.as_str(), "Archived" | "Revoked") {
-            return Err(IssuanceError::Conflict(format!("certificate is {}", ctx.status)));
+/// Records the outcome of each job of a chunk: failures are written to the job (`fail_job`),
+/// lost jobs only logged. Returns (completed, failed).
+async fn settle(state: &AppState, jobs: &[ClaimedJob], outcomes: Vec<Result<(), JobError>>) -> (u64, u64) {
+    let (mut completed, mut failed) = (0, 0);
+    for (job, outcome) in jobs.iter().zip(outcomes) {
+        match outcome {
+            Ok(()) => completed += 1,
+            Err(JobError::Lost(id)) => {
+                tracing::warn!(job = %id, "job result discarded (timed out or taken over)");
+                failed += 1;
+            }
+            Err(e) => {
+                tracing::warn!(job = %job.id, certificate = %job.certificate_id, error = %e, "job failed");
+                if let Err(db) = fail_job(state, &job.id, &e.to_string(), Utc::now()).await {
+                    tracing::error!(job = %job.id, error = %db, "could not record the job failure");
+                }
+                failed += 1;
+            }
         }
-        let ca = issuance::local_ca(state, &ctx.issuer()).await?;
-        let algorithm =
-            ctx.profile().map_or_else(|| issuance::DEFAULT_KEY_ALGORITHM.to_string(), |p| p.default_key_algorithm);
-        let req = ctx.leaf_request();
-        let alg = algorithm.clone();
-        // Key generation and signing are CPU work (RSA keygen takes seconds): keep them off the
-        // async workers.
-        let (signed, key_pem) = tokio::task::spawn_blocking(move || {
-            let key = issuance::generate_key(&alg)?;
-            let signed = ca.issue(&req, &key, Utc::now())?;
-            Ok::<_, IssuanceError>((signed, key.serialize_pem()))
-        })
-        .await
-        .map_err(|e| IssuanceError::Ca(format!("signing task: {e}")))??;
-        let (stored_key, _) = issuance::crypto::seal_optional(state.config.config_encryption_key.as_deref(), &key_pem)
-            .map_err(|e| IssuanceError::Ca(e.to_string()))?;
-        Ok((signed, stored_key, algorithm))
     }
-    .await;
-    let (signed, stored_key, algorithm) = match result {
-        Ok(v) => v,
-        Err(e) => {
-            state.metrics.record_issuance(&ctx.issuer_type, "failure", started.elapsed());
-            return Err(e.into());
-        }
+    (completed, failed)
+}
+
+/// A job whose certificate was issued and awaits storing.
+struct Issued {
+    ctx: issuance::CertContext,
+    signed: issuance::SignedCertificate,
+    stored_key: String,
+    algorithm: String,
+}
+
+/// Issues for claimed jobs with server-generated keys, one outcome per job in order: the
+/// contexts in one read, keys and signatures in one blocking task, then versions, certificates,
+/// jobs and notifications in one transaction ([`store_issued`]).
+pub async fn run_server_jobs(state: &AppState, jobs: &[ClaimedJob]) -> Vec<Result<(), JobError>> {
+    let started = Instant::now();
+    let ids: Vec<&str> = jobs.iter().map(|j| j.certificate_id.as_str()).collect();
+    let contexts = match issuance::load_cert_contexts(&state.pool, &ids).await {
+        Ok(c) => c,
+        Err(e) => return jobs.iter().map(|_| Err(JobError::Db(clone_db_error(&e)))).collect(),
     };
+    let mut planned: Vec<Result<(issuance::CertContext, Arc<issuance::ca::LocalCa>), JobError>> = Vec::new();
+    for job in jobs {
+        planned.push(plan_job(state, job, contexts.get(&job.certificate_id).cloned()).await);
+    }
+    let secret = state.config.config_encryption_key.clone();
+    let signed = tokio::task::spawn_blocking(move || {
+        planned.into_iter().map(|p| p.and_then(|(ctx, ca)| sign(ctx, &ca, secret.as_deref()))).collect::<Vec<_>>()
+    })
+    .await;
+    let mut outcomes: Vec<Result<Issued, JobError>> = match signed {
+        Ok(v) => v,
+        Err(e) => return jobs.iter().map(|_| Err(IssuanceError::Ca(format!("signing task: {e}")).into())).collect(),
+    };
+    for (job, o) in jobs.iter().zip(&outcomes) {
+        if let Err(e) = o
+            && !matches!(e, JobError::Lost(_))
+        {
+            let issuer_type = contexts.get(&job.certificate_id).map_or("unknown", |c| c.issuer_type.as_str());
+            state.metrics.record_issuance(issuer_type, "failure", started.elapsed());
+        }
+    }
+    let ready: Vec<(&ClaimedJob, &Issued)> =
+        jobs.iter().zip(&outcomes).filter_map(|(j, o)| o.as_ref().ok().map(|i| (j, i))).collect();
+    let stored = store_issued(state, &ready).await;
+    let mut result = Vec::with_capacity(jobs.len());
+    for (job, o) in jobs.iter().zip(outcomes.drain(..)) {
+        result.push(match (o, &stored) {
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(e)) => Err(JobError::Db(clone_db_error(e))),
+            (Ok(issued), Ok(ours)) if ours.contains(&job.id) => {
+                state.metrics.record_issuance(&issued.ctx.issuer_type, "success", started.elapsed());
+                state.metrics.record_job(true);
+                Ok(())
+            }
+            (Ok(_), Ok(_)) => Err(JobError::Lost(job.id.clone())),
+        });
+    }
+    result
+}
+
+/// `sqlx::Error` is not `Clone`: one failed statement fails every job of the chunk with its text.
+fn clone_db_error(e: &sqlx::Error) -> sqlx::Error {
+    sqlx::Error::Protocol(e.to_string())
+}
+
+/// The context and CA of one job, or why it cannot be issued.
+async fn plan_job(
+    state: &AppState,
+    job: &ClaimedJob,
+    ctx: Option<issuance::CertContext>,
+) -> Result<(issuance::CertContext, Arc<issuance::ca::LocalCa>), JobError> {
+    let ctx = ctx.ok_or_else(|| IssuanceError::NotFound(format!("certificate '{}' not found", job.certificate_id)))?;
+    if matches!(ctx.status.as_str(), "Archived" | "Revoked") {
+        return Err(IssuanceError::Conflict(format!("certificate is {}", ctx.status)).into());
+    }
+    let ca = issuance::local_ca(state, &ctx.issuer()).await?;
+    Ok((ctx, ca))
+}
+
+/// Key generation and signing for one job: CPU work, run on a blocking thread (RSA keygen
+/// takes seconds).
+fn sign(ctx: issuance::CertContext, ca: &issuance::ca::LocalCa, secret: Option<&str>) -> Result<Issued, JobError> {
+    let algorithm =
+        ctx.profile().map_or_else(|| issuance::DEFAULT_KEY_ALGORITHM.to_string(), |p| p.default_key_algorithm);
+    let key = issuance::generate_key(&algorithm)?;
+    let signed = ca.issue(&ctx.leaf_request(), &key, Utc::now())?;
+    let (stored_key, _) =
+        issuance::crypto::seal_optional(secret, &key.serialize_pem()).map_err(|e| IssuanceError::Ca(e.to_string()))?;
+    Ok(Issued { ctx, signed, stored_key, algorithm })
+}
+
+/// Stores issued jobs in one transaction and returns the ids of the jobs that were still ours.
+/// The completing UPDATE is guarded by `status = 'Running' AND claimed_by = me`, so a job the
+/// timeout sweep took away in the meantime is never completed twice; only the jobs it returns
+/// get a version, a certificate update and a notification.
+async fn store_issued(state: &AppState, ready: &[(&ClaimedJob, &Issued)]) -> Result<Vec<String>, sqlx::Error> {
+    if ready.is_empty() {
+        return Ok(Vec::new());
+    }
     let now = Utc::now();
     let mut tx = state.pool.begin().await?;
-    let ours = sqlx::query(
+    let job_ids: Vec<&str> = ready.iter().map(|(j, _)| j.id.as_str()).collect();
+    let ours: Vec<String> = sqlx::query_scalar(
         "UPDATE jobs SET status = 'Completed', completed_at = $3, last_error = NULL, updated_at = $3 \
-          WHERE id = $1 AND status = 'Running' AND claimed_by = $2",
+          WHERE id = ANY($1) AND status = 'Running' AND claimed_by = $2 RETURNING id",
     )
-    .bind(&job.id)
+    .bind(&job_ids)
     .bind(&*state.instance_id)
     .bind(now)
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
-    if ours.rows_affected() != 1 {
-        return Err(JobError::Lost(job.id.clone()));
-    }
-    let version = NewVersion {
-        certificate_id: &job.certificate_id,
-        issuer_id: &ctx.issuer_id,
-        signed: &signed,
-        csr_pem: None,
-        key_algorithm: &algorithm,
-        private_key_pem: Some(&stored_key),
-        job_id: Some(&job.id),
-    };
-    issuance::store_version(&mut tx, &version, now).await?;
-    crate::notify::enqueue(
-        &mut tx,
-        crate::notify::EVENT_ISSUED,
-        Some(&job.certificate_id),
-        &format!("Certificate {} renewed", ctx.common_name),
-        &format!(
-            "Certificate {} ({}) was issued, serial {}, valid until {}.",
-            job.certificate_id, ctx.common_name, signed.serial_hex, signed.not_after
-        ),
-        now,
-    )
-    .await?;
+    let kept: Vec<&(&ClaimedJob, &Issued)> = ready.iter().filter(|(j, _)| ours.contains(&j.id)).collect();
+    let versions: Vec<NewVersion> = kept
+        .iter()
+        .map(|(j, i)| NewVersion {
+            certificate_id: &j.certificate_id,
+            issuer_id: &i.ctx.issuer_id,
+            signed: &i.signed,
+            csr_pem: None,
+            key_algorithm: &i.algorithm,
+            private_key_pem: Some(&i.stored_key),
+            job_id: Some(&j.id),
+        })
+        .collect();
+    issuance::store_versions(&mut tx, &versions, now).await?;
+    let events: Vec<crate::notify::NewEvent> = kept
+        .iter()
+        .map(|(j, i)| crate::notify::NewEvent {
+            certificate_id: Some(j.certificate_id.clone()),
+            subject: format!("Certificate {} renewed", i.ctx.common_name),
+            message: format!(
+                "Certificate {} ({}) was issued, serial {}, valid until {}.",
+                j.certificate_id, i.ctx.common_name, i.signed.serial_hex, i.signed.not_after
+            ),
+        })
+        .collect();
+    crate::notify::enqueue_many(&mut tx, crate::notify::EVENT_ISSUED, &events, now).await?;
     tx.commit().await?;
-    state.metrics.record_issuance(&ctx.issuer_type, "success", started.elapsed());
-    state.metrics.record_job(true);
-    Ok(())
+    Ok(ours)
 }
 
 /// A failed job, as returned by the failing UPDATE.

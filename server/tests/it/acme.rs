@@ -206,6 +206,32 @@ async fn new_nonce_answers_head_200_and_get_204_with_a_fresh_uncacheable_nonce()
 }
 
 #[tokio::test]
+async fn concurrent_new_nonces_are_stored_in_groups_each_distinct_and_redeemable_exactly_once() {
+    let app = spawn_app(&[]).await;
+    let asks = (0..200).map(|_| app.client.get(app.url("/acme/new-nonce")).send());
+    let mut nonces = Vec::new();
+    for r in futures::future::join_all(asks).await {
+        let r = r.expect("new-nonce");
+        assert_eq!(r.status(), 204);
+        nonces.push(r.headers()["replay-nonce"].to_str().expect("ascii").to_string());
+    }
+    let distinct: std::collections::HashSet<&String> = nonces.iter().collect();
+    assert_eq!(distinct.len(), 200);
+    // Every nonce was stored before it was handed out.
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM acme_nonces WHERE nonce = ANY($1)")
+        .bind(&nonces)
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(stored, 200);
+    for n in &nonces[..20] {
+        assert!(certctl_server::acme::nonce::consume(&app.pool, n).await.expect("consume"), "first use");
+        assert!(!certctl_server::acme::nonce::consume(&app.pool, n).await.expect("consume"), "second use");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn accounts_are_created_found_by_key_updated_and_deactivated() {
     let app = spawn_app(&[]).await;
     let pfx = prefix(&app, None);

@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::api_support::{assert_envelope, call, count, delete, get, post, register_agent, spawn_api};
+use crate::api_support::{assert_envelope, call, count, delete, flush_audit, get, post, register_agent, spawn_api};
 
 #[tokio::test]
 async fn registration_returns_the_credential_once_and_stores_only_its_hash() {
@@ -74,6 +74,72 @@ async fn heartbeat_records_and_answers_404_for_unknown_and_410_for_retired_agent
     let a = call(&app, Method::POST, &path, Some(&cred), None).await;
     assert_envelope(&a, 410);
     assert_envelope(&delete(&app, "/api/v1/agents/agent-nope").await, 404);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_heartbeat_statement_verifies_the_credential_and_keeps_401_404_and_410_apart() {
+    let app = spawn_api(&[]).await;
+    let (id, cred) = register_agent(&app, "hb-auth").await;
+    let (_, other_cred) = register_agent(&app, "hb-other").await;
+    let hb = |id: &str| format!("/api/v1/agents/{id}/heartbeat");
+    // A wrong credential, another agent's credential, an unknown agent: 401, nothing written.
+    for (path, token) in
+        [(hb(&id), "not-the-credential"), (hb(&id), other_cred.as_str()), (hb("agent-nope"), cred.as_str())]
+    {
+        let a = call(&app, Method::POST, &path, Some(token), Some(&json!({"version": "9.9.9"}))).await;
+        assert_envelope(&a, 401);
+        assert_eq!(a.headers["www-authenticate"], "Bearer realm=\"certctl\"");
+    }
+    let seen: (Option<chrono::DateTime<chrono::Utc>>, String) =
+        sqlx::query_as("SELECT last_heartbeat_at, version FROM agents WHERE id = $1")
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("agent");
+    assert_eq!(seen, (None, String::new()), "a refused heartbeat changes nothing");
+    assert_eq!(call(&app, Method::POST, &hb(&id), Some(&cred), None).await.status, 200);
+    assert_eq!(post(&app, &hb(&id), &json!({})).await.status, 200, "an admin key may heartbeat any agent");
+    assert_envelope(&post(&app, &hb("agent-nope"), &json!({})).await, 404);
+    assert_eq!(delete(&app, &format!("/api/v1/agents/{id}")).await.status, 200);
+    // Retired: its own credential and an admin key learn 410; a wrong credential still 401.
+    assert_envelope(&call(&app, Method::POST, &hb(&id), Some(&cred), None).await, 410);
+    assert_envelope(&post(&app, &hb(&id), &json!({})).await, 410);
+    assert_envelope(&call(&app, Method::POST, &hb(&id), Some("not-the-credential"), None).await, 401);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn heartbeats_are_audited_only_when_the_inventory_changes_or_after_authentication_they_are_refused() {
+    let app = spawn_api(&["--audit-flush-interval", "1h"]).await;
+    let (id, cred) = register_agent(&app, "hb-audit").await;
+    let path = format!("/api/v1/agents/{id}/heartbeat");
+    for body in [None, None, Some(json!({"hostname": "hb-audit.local"}))] {
+        assert_eq!(call(&app, Method::POST, &path, Some(&cred), body.as_ref()).await.status, 200);
+    }
+    let changed = json!({"version": "2.1.0"});
+    assert_eq!(call(&app, Method::POST, &path, Some(&cred), Some(&changed)).await.status, 200);
+    assert_eq!(call(&app, Method::POST, &path, Some(&cred), Some(&changed)).await.status, 200);
+    assert_envelope(&call(&app, Method::POST, &path, Some("wrong"), None).await, 401);
+    assert_envelope(&post(&app, "/api/v1/agents/agent-nope/heartbeat", &json!({})).await, 404);
+    delete(&app, &format!("/api/v1/agents/{id}")).await;
+    assert_envelope(&call(&app, Method::POST, &path, Some(&cred), None).await, 410);
+    flush_audit(&app).await;
+    let rows: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT actor, resource_id, details->>'status' FROM audit_events WHERE action = 'agents.heartbeat' ORDER BY created_at",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .expect("audit");
+    let agent = format!("agent:{id}");
+    assert_eq!(
+        rows,
+        vec![
+            (agent.clone(), id.clone(), "200".into()),
+            ("admin".into(), "agent-nope".into(), "404".into()),
+            (agent, id.clone(), "410".into()),
+        ]
+    );
     app.stop().await;
 }
 

@@ -221,6 +221,27 @@ async fn the_rate_limit_is_per_key_and_answers_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn a_wrong_agent_credential_cannot_use_up_the_agents_rate_limit() {
+    let app = spawn_app(&["--rate-limit-rps", "1", "--rate-limit-burst", "2"]).await;
+    let (id, cred) = register_agent(&app, "rl-agent").await;
+    let path = format!("/api/v1/agents/{id}/heartbeat");
+    let mut guesses = Vec::new();
+    for _ in 0..5 {
+        guesses.push(call(&app, Method::POST, &path, Some("a-guess"), None).await.status.as_u16());
+    }
+    assert!(guesses.iter().all(|s| *s == 401 || *s == 429), "{guesses:?}");
+    assert!(guesses.contains(&429), "the guesser is limited in its own bucket: {guesses:?}");
+    // The agent's budget is untouched, and its own bucket limits it in turn.
+    let mut own = Vec::new();
+    for _ in 0..4 {
+        own.push(call(&app, Method::POST, &path, Some(&cred), None).await.status.as_u16());
+    }
+    assert_eq!(&own[..2], &[200, 200], "{own:?}");
+    assert!(own.contains(&429), "{own:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn metrics_expose_the_reference_names_and_request_durations_by_route() {
     let app = spawn_api(&[]).await;
     assert_eq!(get(&app, "/api/v1/certificates").await.status, 200);

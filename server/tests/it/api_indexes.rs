@@ -26,11 +26,23 @@ async fn hot_api_statements_are_served_by_indexes() {
 
     let hb = plan(
         &mut conn,
-        &format!("PREPARE hb(text, text, text, text, text, text) AS {}", certctl_server::http::agents::HEARTBEAT_SQL),
-        "EXECUTE hb('agent-demo-web01', NULL, NULL, NULL, NULL, NULL)",
+        &format!(
+            "PREPARE hb(text, text, text, text, text, text, text) AS {}",
+            certctl_server::http::agents::HEARTBEAT_SQL
+        ),
+        "EXECUTE hb('agent-demo-web01', NULL, NULL, NULL, NULL, NULL, 'ab')",
     )
     .await;
     assert!(hb.contains("agents_pkey"), "heartbeat:\n{hb}");
+
+    let work = plan(
+        &mut conn,
+        &format!("PREPARE work(text, bigint) AS {}", certctl_server::http::agents::WORK_SQL),
+        "EXECUTE work('agent-demo-web01', 50)",
+    )
+    .await;
+    assert!(work.contains("agents_pkey"), "work poll:\n{work}");
+    assert!(!work.contains("Seq Scan"), "work poll:\n{work}");
 
     let auth = plan(
         &mut conn,

@@ -306,7 +306,11 @@ async fn mutating_calls_leave_audit_rows_with_the_actor_and_shutdown_flushes_the
     let id = created.json["id"].as_str().expect("id").to_string();
     call(&app, Method::POST, "/api/v1/teams", Some(USER_KEY), Some(&json!({"name": "Audited"}))).await;
     let (agent, cred) = crate::api_support::register_agent(&app, "audited-agent").await;
+    // A heartbeat is audited when it reports a new inventory (docs/operator/audit.md); a bare
+    // liveness heartbeat is not.
     call(&app, Method::POST, &format!("/api/v1/agents/{agent}/heartbeat"), Some(&cred), None).await;
+    let inventory = json!({"version": "3.0.0"});
+    call(&app, Method::POST, &format!("/api/v1/agents/{agent}/heartbeat"), Some(&cred), Some(&inventory)).await;
     get(&app, "/api/v1/certificates").await; // reads are not audited
     assert_eq!(count(&app.pool, "audit_events").await, 0, "nothing written synchronously");
     flush_audit(&app).await;

@@ -97,6 +97,61 @@ async fn server_keygen_renewal_stores_one_version_and_activates_the_certificate_
 }
 
 #[tokio::test]
+async fn a_batch_of_renewals_is_issued_and_stored_in_chunks_with_one_version_and_event_per_job() {
+    // 120 jobs, concurrency 2: chunks of at most JOB_CHUNK (50), each stored in one transaction.
+    let app =
+        spawn_app(&["--scheduler-enabled", "false", "--keygen-mode", "server", "--renewal-concurrency", "2"]).await;
+    let state = state_of(&app);
+    add_log_channel(&app.pool).await;
+    sqlx::query(
+        "INSERT INTO managed_certificates (id, name, common_name, sans, owner_id, team_id, issuer_id, \
+                 renewal_policy_id, certificate_profile_id, status) \
+         SELECT 'mc-b-' || g, 'mc-b-' || g, 'b' || g || '.example.com', '{}'::text[], \
+                'o-alice', 't-platform', 'iss-local', 'rp-standard', 'prof-standard-tls', 'RenewalInProgress' \
+           FROM generate_series(1, 120) g",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("certificates");
+    sqlx::query("INSERT INTO jobs (id, type, certificate_id, status) SELECT 'job-b-' || g, 'Renewal', 'mc-b-' || g, 'Pending' FROM generate_series(1, 120) g")
+        .execute(&app.pool)
+        .await
+        .expect("jobs");
+    // One job's certificate is archived meanwhile: only that job fails, the chunk still stores.
+    sqlx::query("UPDATE managed_certificates SET status = 'Archived' WHERE id = 'mc-b-7'")
+        .execute(&app.pool)
+        .await
+        .expect("archive");
+    let stats = certctl_server::scheduler::jobs::process_batch(&state, Utc::now()).await.expect("batch");
+    assert_eq!((stats.completed, stats.failed), (119, 1));
+    let (status, _, error, _) = job(&app.pool, "job-b-7").await;
+    assert_eq!(status, "Failed");
+    assert!(error.is_some_and(|e| e.contains("Archived")));
+    let (versions, distinct_serials, jobs_done, active, events): (i64, i64, i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM certificate_versions WHERE certificate_id LIKE 'mc-b-%'),
+                (SELECT count(DISTINCT serial_number) FROM certificate_versions WHERE certificate_id LIKE 'mc-b-%'),
+                (SELECT count(*) FROM jobs j JOIN certificate_versions v ON v.job_id = j.id
+                  WHERE j.id LIKE 'job-b-%' AND j.status = 'Completed' AND v.certificate_id = j.certificate_id),
+                (SELECT count(*) FROM managed_certificates c JOIN certificate_versions v ON v.certificate_id = c.id
+                  WHERE c.id LIKE 'mc-b-%' AND c.status = 'Active' AND c.expires_at = v.not_after
+                    AND c.last_renewal_at IS NOT NULL),
+                (SELECT count(*) FROM notification_events WHERE type = 'certificate_issued' AND certificate_id LIKE 'mc-b-%')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .expect("counts");
+    assert_eq!((versions, distinct_serials, jobs_done, active, events), (119, 119, 119, 119, 119));
+    let chain: String =
+        sqlx::query_scalar("SELECT pem_chain FROM certificate_versions WHERE certificate_id = 'mc-b-42'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("chain");
+    assert_eq!(check_leaf(&chain, 90, false), vec!["b42.example.com"]);
+    assert_eq!(state.metrics.issuance_count("GenericCA", "success"), 119);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn agent_mode_parks_the_job_until_the_agent_posts_a_csr_for_its_own_names() {
     let app = spawn_app(&["--scheduler-enabled", "false", "--keygen-mode", "agent"]).await;
     let state = state_of(&app);
