@@ -4,8 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test lint fmt deps build clean acme-e2e loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent loadtest-ceiling bench-generator
-.PHONY: run test lint fmt deps build clean acme-e2e bench-hotpath loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent
+.PHONY: run test lint fmt deps build clean acme-e2e bench-hotpath bench-generator loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent loadtest-ceiling
 
 ## Install PostgreSQL's server binaries when none are on the machine (Debian/Ubuntu, needs root).
 # Where cargo puts binaries (honours CARGO_TARGET_DIR, as cargo does).

@@ -11,15 +11,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 SECS="${BENCH_SECS:-15}"
 log() { echo "bench-generator: $*" >&2; }
 
-if ! command -v wrk >/dev/null 2>&1; then
-  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    log "installing wrk (apt-get install -y wrk)"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-  else
-    log "wrk is not installed (sudo apt-get install -y wrk)"; exit 2
-  fi
-fi
+bash scripts/ensure-wrk.sh
 bash scripts/ensure-postgres.sh
 cargo build --workspace --release --locked >&2
 DEV="$TARGET_DIR/release/certctl-dev"
