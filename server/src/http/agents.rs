@@ -311,16 +311,20 @@ pub async fn heartbeat(
 ) -> Result<ApiJson<HeartbeatRecorded>, ApiError> {
     caller.require_agent(&p.id)?;
     let hb = body.unwrap_or_default();
-    let updated = sqlx::query(HEARTBEAT_SQL)
-        .bind(&p.id)
-        .bind(&hb.version)
-        .bind(&hb.hostname)
-        .bind(&hb.os)
-        .bind(&hb.architecture)
-        .bind(&hb.ip_address)
-        .execute(&state.pool)
-        .await?
-        .rows_affected();
+    // Idempotent (it sets the same columns to the same values, `now()` aside), so a heartbeat
+    // whose pooled connection died under it is retried once on a fresh one.
+    let updated = crate::db::retry_idempotent(|| {
+        sqlx::query(HEARTBEAT_SQL)
+            .bind(&p.id)
+            .bind(&hb.version)
+            .bind(&hb.hostname)
+            .bind(&hb.os)
+            .bind(&hb.architecture)
+            .bind(&hb.ip_address)
+            .execute(&state.pool)
+    })
+    .await?
+    .rows_affected();
     if updated == 0 {
         return Err(missing_or_retired(&state.pool, &p.id).await);
     }

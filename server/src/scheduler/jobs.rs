@@ -8,6 +8,15 @@
 //! [`crate::issuance::complete_job_with_csr`]. Failures go to `Failed` with `last_error`; the
 //! retry loop puts them back to `Pending` while `attempts < max_attempts`; a job failing with
 //! no attempts left makes its certificate `Failed` and emits an `issuance_failed` event.
+//!
+//! Claim lease: a claim also sets `lease_expires_at = now() + CERTCTL_JOB_LEASE` (the
+//! database's clock), and the claiming pass renews it every third of the lease while its jobs
+//! run. A `Running` job whose lease has expired — its owner was killed or froze — is claimable
+//! again by any replica's next pass (`attempts + 1`, new `claimed_by`). `(claimed_by, attempts)`
+//! is the claim's fencing token: completion, failure and lease renewal all require it, so an
+//! owner that lost its claim can neither complete nor fail the job, and `certificate_versions`'
+//! unique `job_id` backs that up — a job yields at most one version. With no attempts left, an
+//! expired job is failed by the timeout sweep instead of run again.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,6 +50,10 @@ pub struct ClaimedJob {
     pub id: String,
     /// The certificate to issue for.
     pub certificate_id: String,
+    /// `attempts` after this claim: with `claimed_by`, the fencing token of the claim.
+    pub attempts: i32,
+    /// For a job taken over from an owner whose lease expired: that owner.
+    pub reclaimed_from: Option<String>,
 }
 
 /// What one processor pass did.
@@ -79,29 +92,67 @@ pub async fn move_agent_jobs_to_awaiting_csr(state: &AppState, now: DateTime<Utc
     Ok(done.rows_affected())
 }
 
-/// Claims up to `CERTCTL_JOB_BATCH_SIZE` due `Pending` issuance/renewal jobs for server-side
-/// issuance. In agent mode only jobs of certificates without an agent qualify (nobody would
-/// ever post a CSR for them).
+/// Claims up to `CERTCTL_JOB_BATCH_SIZE` issuance/renewal jobs for server-side issuance: due
+/// `Pending` ones, and `Running` ones whose claim lease expired with attempts left (their owner
+/// is dead or frozen). In agent mode only jobs of certificates without an agent qualify (nobody
+/// would ever post a CSR for them).
 pub async fn claim_batch(state: &AppState, now: DateTime<Utc>) -> Result<Vec<ClaimedJob>, sqlx::Error> {
     let server_mode = state.config.keygen_mode == KeygenMode::Server;
-    sqlx::query_as::<_, ClaimedJob>(
+    let jobs = sqlx::query_as::<_, ClaimedJob>(
         "WITH picked AS ( \
-            SELECT j.id FROM jobs j \
-             WHERE j.status = 'Pending' AND j.type IN ('Issuance', 'Renewal') AND j.scheduled_at <= $1 \
+            SELECT j.id, CASE WHEN j.status = 'Running' THEN j.claimed_by END AS reclaimed_from FROM jobs j \
+             WHERE j.type IN ('Issuance', 'Renewal') \
+               AND ((j.status = 'Pending' AND j.scheduled_at <= $1) \
+                    OR (j.status = 'Running' AND j.lease_expires_at < now() AND j.attempts < j.max_attempts)) \
                AND ($4 OR (j.agent_id IS NULL AND NOT EXISTS ( \
                     SELECT 1 FROM managed_certificates c WHERE c.id = j.certificate_id AND c.agent_id IS NOT NULL))) \
              ORDER BY j.scheduled_at, j.id LIMIT $2 \
              FOR UPDATE SKIP LOCKED) \
-         UPDATE jobs j SET status = 'Running', claimed_by = $3, started_at = $1, attempts = j.attempts + 1, updated_at = $1 \
+         UPDATE jobs j SET status = 'Running', claimed_by = $3, started_at = $1, attempts = j.attempts + 1, \
+                lease_expires_at = now() + $5, updated_at = $1 \
            FROM picked WHERE j.id = picked.id \
-         RETURNING j.id, j.certificate_id",
+         RETURNING j.id, j.certificate_id, j.attempts, picked.reclaimed_from",
     )
     .bind(now)
     .bind(i64::from(state.config.job_batch_size))
     .bind(&*state.instance_id)
     .bind(server_mode)
+    .bind(lease_interval(state))
     .fetch_all(&state.pool)
+    .await?;
+    for job in jobs.iter().filter(|j| j.reclaimed_from.is_some()) {
+        tracing::warn!(job = %job.id, from = ?job.reclaimed_from, attempt = job.attempts,
+            "reclaimed a job whose claim lease expired (its owner stopped renewing it)");
+        state.metrics.record_job_reclaimed();
+    }
+    Ok(jobs)
+}
+
+/// `CERTCTL_JOB_LEASE` as a PostgreSQL `interval`.
+fn lease_interval(state: &AppState) -> sqlx::postgres::types::PgInterval {
+    let micros = i64::try_from(state.config.job_lease.as_micros()).unwrap_or(i64::MAX);
+    sqlx::postgres::types::PgInterval { months: 0, days: 0, microseconds: micros }
+}
+
+/// Extends the claim lease of the jobs of `claims` that are still `Running` under this claim
+/// (fenced by `claimed_by` and `attempts`). Idempotent: run twice, it sets the same lease.
+pub async fn renew_leases(state: &AppState, claims: &[(String, i32)]) -> Result<u64, sqlx::Error> {
+    let (ids, attempts): (Vec<&str>, Vec<i32>) = claims.iter().map(|(id, a)| (id.as_str(), *a)).unzip();
+    let lease = lease_interval(state);
+    crate::db::retry_idempotent(|| {
+        sqlx::query(
+            "UPDATE jobs j SET lease_expires_at = now() + $4 \
+               FROM UNNEST($1::text[], $2::int[]) AS t(id, attempts) \
+              WHERE j.id = t.id AND j.attempts = t.attempts AND j.status = 'Running' AND j.claimed_by = $3",
+        )
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&*state.instance_id)
+        .bind(lease)
+        .execute(&state.pool)
+    })
     .await
+    .map(|r| r.rows_affected())
 }
 
 /// One processor pass: (agent mode) hand agent jobs to their agents, then claim one batch and
@@ -116,6 +167,7 @@ pub async fn process_batch(state: &AppState, now: DateTime<Utc>) -> Result<Proce
         return Ok(stats);
     }
     let permits = Arc::new(Semaphore::new(usize::try_from(state.config.renewal_concurrency).unwrap_or(1).max(1)));
+    let claims: Vec<(String, i32)> = jobs.iter().map(|j| (j.id.clone(), j.attempts)).collect();
     let mut set = tokio::task::JoinSet::new();
     for job in jobs {
         let state = state.clone();
@@ -136,7 +188,7 @@ pub async fn process_batch(state: &AppState, now: DateTime<Utc>) -> Result<Proce
                 }
                 Err(e) => {
                     tracing::warn!(job = %job.id, certificate = %job.certificate_id, error = %e, "job failed");
-                    if let Err(db) = fail_job(&state, &job.id, &e.to_string(), Utc::now()).await {
+                    if let Err(db) = fail_claimed_job(&state, &job, &e.to_string(), Utc::now()).await {
                         tracing::error!(job = %job.id, error = %db, "could not record the job failure");
                     }
                     false
@@ -144,18 +196,34 @@ pub async fn process_batch(state: &AppState, now: DateTime<Utc>) -> Result<Proce
             }
         });
     }
-    while let Some(r) = set.join_next().await {
-        match r {
-            Ok(true) => stats.completed += 1,
-            _ => stats.failed += 1,
+    // While the batch runs, keep its leases alive; a renewal that fails (database away) is
+    // retried at the next period, and a lease is three periods long.
+    let period = (state.config.job_lease / 3).max(std::time::Duration::from_millis(10));
+    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            r = set.join_next() => match r {
+                None => break,
+                Some(Ok(true)) => stats.completed += 1,
+                Some(_) => stats.failed += 1,
+            },
+            _ = renew.tick() => {
+                match tokio::time::timeout(period, renew_leases(state, &claims)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "could not renew job claim leases"),
+                    Err(_) => tracing::warn!(?period, "renewing job claim leases did not answer in time"),
+                }
+            }
         }
     }
     Ok(stats)
 }
 
 /// Issues for one claimed job with a server-generated key; version + certificate + job in one
-/// transaction. The completing UPDATE is guarded by `status = 'Running' AND claimed_by = me`,
-/// so a job the timeout sweep took away in the meantime is never completed twice.
+/// transaction. The completing UPDATE is guarded by `status = 'Running'` and this claim's
+/// fencing token (`claimed_by = me AND attempts = ours`), so a job the timeout sweep or another
+/// replica (after our lease expired) took away in the meantime is never completed twice.
 pub async fn run_server_job(state: &AppState, job: &ClaimedJob) -> Result<(), JobError> {
     let started = Instant::now();
     let mut conn = state.pool.acquire().await?;
@@ -196,12 +264,14 @@ pub async fn run_server_job(state: &AppState, job: &ClaimedJob) -> Result<(), Jo
     let now = Utc::now();
     let mut tx = state.pool.begin().await?;
     let ours = sqlx::query(
-        "UPDATE jobs SET status = 'Completed', completed_at = $3, last_error = NULL, updated_at = $3 \
-          WHERE id = $1 AND status = 'Running' AND claimed_by = $2",
+        "UPDATE jobs SET status = 'Completed', completed_at = $3, last_error = NULL, lease_expires_at = NULL, \
+                updated_at = $3 \
+          WHERE id = $1 AND status = 'Running' AND claimed_by = $2 AND attempts = $4",
     )
     .bind(&job.id)
     .bind(&*state.instance_id)
     .bind(now)
+    .bind(job.attempts)
     .execute(&mut *tx)
     .await?;
     if ours.rows_affected() != 1 {
@@ -244,17 +314,25 @@ struct FailedRow {
     max_attempts: i32,
 }
 
-/// Fails one `Running`/`AwaitingCSR` job with `error` (kept in full).
-pub async fn fail_job(state: &AppState, job_id: &str, error: &str, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+/// Fails a job this instance claimed, if the claim is still ours (`claimed_by`, `attempts`):
+/// an owner whose lease expired must not fail the job another replica now runs.
+pub async fn fail_claimed_job(
+    state: &AppState,
+    job: &ClaimedJob,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
     let mut tx = state.pool.begin().await?;
     let rows = sqlx::query_as::<_, FailedRow>(
-        "UPDATE jobs SET status = 'Failed', last_error = $2, completed_at = $3, updated_at = $3 \
-          WHERE id = $1 AND status IN ('Running', 'AwaitingCSR') \
+        "UPDATE jobs SET status = 'Failed', last_error = $2, completed_at = $3, lease_expires_at = NULL, updated_at = $3 \
+          WHERE id = $1 AND status = 'Running' AND claimed_by = $4 AND attempts = $5 \
          RETURNING id, certificate_id, attempts, max_attempts",
     )
-    .bind(job_id)
+    .bind(&job.id)
     .bind(error)
     .bind(now)
+    .bind(&*state.instance_id)
+    .bind(job.attempts)
     .fetch_all(&mut *tx)
     .await?;
     after_failures(state, &mut tx, &rows, error, now).await?;
@@ -309,8 +387,9 @@ pub async fn retry_failed(pool: &sqlx::PgPool, now: DateTime<Utc>) -> Result<u64
     Ok(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).execute(pool).await?.rows_affected())
 }
 
-/// Timeout loop: fails `Running` jobs started before `now - CERTCTL_JOB_RUNNING_TIMEOUT` and
-/// `AwaitingCSR` jobs waiting since before `now - CERTCTL_JOB_AWAITING_CSR_TIMEOUT`.
+/// Timeout loop: fails `Running` jobs started before `now - CERTCTL_JOB_RUNNING_TIMEOUT`,
+/// `AwaitingCSR` jobs waiting since before `now - CERTCTL_JOB_AWAITING_CSR_TIMEOUT`, and
+/// `Running` jobs on their last attempt whose claim lease expired.
 pub async fn timeout_sweep(state: &AppState, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     let running = chrono::Duration::from_std(state.config.job_running_timeout).unwrap_or(chrono::Duration::MAX);
     let awaiting = chrono::Duration::from_std(state.config.job_awaiting_csr_timeout).unwrap_or(chrono::Duration::MAX);
@@ -337,6 +416,22 @@ pub async fn timeout_sweep(state: &AppState, now: DateTime<Utc>) -> Result<u64, 
         total += rows.len() as u64;
         after_failures(state, &mut tx, &rows, &error, now).await?;
     }
+    // A job whose owner stopped renewing its claim lease on its last attempt is not reclaimed
+    // (a job that kills every replica running it must not cycle through them forever): it is
+    // failed here, without waiting out the running timeout.
+    let error = "claim lease expired on the last attempt: the claiming replica stopped (killed or frozen)";
+    let rows = sqlx::query_as::<_, FailedRow>(
+        "UPDATE jobs SET status = 'Failed', last_error = $1 || COALESCE(' (claimed by ' || claimed_by || ')', ''), \
+                completed_at = $2, lease_expires_at = NULL, updated_at = $2 \
+          WHERE status = 'Running' AND lease_expires_at < now() AND attempts >= max_attempts \
+         RETURNING id, certificate_id, attempts, max_attempts",
+    )
+    .bind(error)
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?;
+    total += rows.len() as u64;
+    after_failures(state, &mut tx, &rows, error, now).await?;
     tx.commit().await?;
     Ok(total)
 }
