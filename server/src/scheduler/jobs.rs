@@ -177,7 +177,8 @@ pub async fn process_batch(state: &AppState, now: DateTime<Utc>) -> Result<Proce
             let limit = state.config.job_running_timeout;
             let outcome = match tokio::time::timeout(limit, run_server_job(&state, &job)).await {
                 Ok(r) => r,
-                // Leave it Running: the timeout sweep fails it and the retry loop requeues it.
+                // Leave it Running: its lease runs out once this batch ends, and another pass
+                // reclaims it (on its last attempt, the timeout sweep fails it).
                 Err(_) => Err(JobError::Lost(job.id.clone())),
             };
             match outcome {
@@ -196,8 +197,21 @@ pub async fn process_batch(state: &AppState, now: DateTime<Utc>) -> Result<Proce
             }
         });
     }
-    // While the batch runs, keep its leases alive; a renewal that fails (database away) is
-    // retried at the next period, and a lease is three periods long.
+    let (completed, failed) = join_renewing_leases(state, set, &claims).await;
+    stats.completed += completed;
+    stats.failed += failed;
+    Ok(stats)
+}
+
+/// Waits for a batch's job tasks — (completed, failed) — while keeping the batch's claim leases
+/// alive: a renewal every third of the lease, so one that fails (database away) is retried
+/// twice before the lease can expire.
+async fn join_renewing_leases(
+    state: &AppState,
+    mut set: tokio::task::JoinSet<bool>,
+    claims: &[(String, i32)],
+) -> (u64, u64) {
+    let (mut completed, mut failed) = (0, 0);
     let period = (state.config.job_lease / 3).max(std::time::Duration::from_millis(10));
     let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -205,11 +219,11 @@ pub async fn process_batch(state: &AppState, now: DateTime<Utc>) -> Result<Proce
         tokio::select! {
             r = set.join_next() => match r {
                 None => break,
-                Some(Ok(true)) => stats.completed += 1,
-                Some(_) => stats.failed += 1,
+                Some(Ok(true)) => completed += 1,
+                Some(_) => failed += 1,
             },
             _ = renew.tick() => {
-                match tokio::time::timeout(period, renew_leases(state, &claims)).await {
+                match tokio::time::timeout(period, renew_leases(state, claims)).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => tracing::warn!(error = %e, "could not renew job claim leases"),
                     Err(_) => tracing::warn!(?period, "renewing job claim leases did not answer in time"),
@@ -217,7 +231,7 @@ pub async fn process_batch(state: &AppState, now: DateTime<Utc>) -> Result<Proce
             }
         }
     }
-    Ok(stats)
+    (completed, failed)
 }
 
 /// Issues for one claimed job with a server-generated key; version + certificate + job in one

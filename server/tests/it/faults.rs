@@ -25,6 +25,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Every loop and the election on short intervals, so recovery shows within a test.
 const FAST: &[&str] = &[
+    "--rate-limit-enabled",
+    "false",
     "--keygen-mode",
     "server",
     "--request-timeout",
@@ -203,9 +205,24 @@ async fn after_a_database_restart_and_an_outage_ready_leadership_loops_and_audit
     assert!(eventually(Duration::from_secs(10), || async { state(&app).scheduler.is_leader() }).await, "leader");
     assert_eq!(status_of(&app, "/ready").await, 200);
 
-    // A fast restart while the app is idle-ish: every pooled and the leader's connection die.
+    // A fast restart under a stream of heartbeats: every pooled and the leader's connection die.
     let mut acked = vec![audited_write(&app, "before-restart").await];
+    let load = HeartbeatLoad::start(&app, 4);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let restart_started = Instant::now();
     tokio::task::block_in_place(|| cluster.restart()).expect("restart");
+    let restart_took = restart_started.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (total, failed) = load.stop().await;
+    let mut by_status = std::collections::BTreeMap::<u16, usize>::new();
+    for s in &failed {
+        *by_status.entry(*s).or_default() += 1;
+    }
+    eprintln!(
+        "db restart ({restart_took:?}) under 4 heartbeat clients: {} of {total} heartbeats failed, by status {by_status:?}",
+        failed.len()
+    );
+    assert!(by_status.keys().all(|s| *s == 503), "a restart costs 503s (retry), never a 500: {by_status:?}");
     acked.push(audited_write(&app, "right-after-restart").await);
     assert_recovered(&app, &acked).await;
 
@@ -270,6 +287,54 @@ async fn after_every_server_connection_is_killed_requests_succeed_and_everything
     acked.push(audited_write(&app, "after-kill").await);
     assert_recovered(&app, &acked).await;
     app.stop().await;
+}
+
+/// Clients sending heartbeats back to back until stopped. A heartbeat left unanswered past the
+/// server's request timeout (plus slack) fails the test: every request ends as a response.
+struct HeartbeatLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tasks: tokio::task::JoinSet<(u64, Vec<u16>)>,
+}
+
+impl HeartbeatLoad {
+    fn start(app: &TestApp, clients: usize) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..clients {
+            let (client, url, stop) =
+                (app.client.clone(), app.url("/api/v1/agents/agent-demo-web01/heartbeat"), stop.clone());
+            tasks.spawn(async move {
+                let (mut total, mut failed) = (0, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let r = client
+                        .post(&url)
+                        .bearer_auth(ADMIN_KEY)
+                        .timeout(REQUEST_TIMEOUT + Duration::from_secs(5))
+                        .send()
+                        .await
+                        .unwrap_or_else(|e| panic!("a heartbeat got no answer: {e}"));
+                    total += 1;
+                    if !r.status().is_success() {
+                        failed.push(r.status().as_u16());
+                    }
+                }
+                (total, failed)
+            });
+        }
+        HeartbeatLoad { stop, tasks }
+    }
+
+    /// Stops the clients; (heartbeats sent, statuses of the failed ones).
+    async fn stop(mut self) -> (u64, Vec<u16>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (mut total, mut failed) = (0, Vec::new());
+        while let Some(r) = self.tasks.join_next().await {
+            let (t, f) = r.expect("heartbeat client panicked");
+            total += t;
+            failed.extend(f);
+        }
+        (total, failed)
+    }
 }
 
 /// `n` concurrent authenticated reads; their statuses.
