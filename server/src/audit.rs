@@ -7,6 +7,12 @@
 //! ([`AuditSink::close`], called from `finish()` before the pool closes) writes whatever is
 //! buffered and then stops the task; because the channel is FIFO, every event recorded before
 //! the close is written.
+//!
+//! When the database is away (restart, stall, killed connections) a failed batch is kept and
+//! retried every flush interval until it is written, with its row ids fixed at record time so
+//! a retry cannot write a row twice; the backlog is bounded ([`MAX_RETAINED`]) by backpressure,
+//! never by dropping rows. What a SIGKILL loses is exactly what is in memory: the channel and
+//! the buffer (see `docs/operator/scheduler-ha.md`, "Faults").
 
 use std::time::Duration;
 
@@ -16,12 +22,14 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Rows written per INSERT at most; a full buffer is flushed without waiting for the timer.
 pub const BATCH_ROWS: usize = 500;
-/// Events that may wait in the channel; past this, recording waits (backpressure) rather than
-/// dropping audit rows.
+/// Events that may wait in the channel in front of the writer.
 const CHANNEL_CAPACITY: usize = 65_536;
-/// After a failed write, rows are kept for the next attempt up to this many; beyond it they are
-/// dropped with an error log, so a dead database cannot exhaust memory.
-const MAX_RETAINED: usize = 50_000;
+/// Rows the writer buffers while the database cannot take them. At this bound it stops reading
+/// the channel; once the channel is full too, [`AuditSink::record`] waits (and with it the
+/// mutating request, which `CERTCTL_REQUEST_TIMEOUT` bounds: it then answers 503). Memory is
+/// thus bounded by `MAX_RETAINED + CHANNEL_CAPACITY` events (about 1 KiB each), and no event of
+/// an acknowledged request is dropped to make room.
+pub const MAX_RETAINED: usize = 50_000;
 
 /// One audit row.
 #[derive(Debug, Clone)]
@@ -87,8 +95,17 @@ impl AuditEvent {
     }
 }
 
+/// An event waiting to be written, with the row id it was given when recorded: a batch that is
+/// retried after a lost connection (the INSERT may have committed before the answer was lost)
+/// is inserted `ON CONFLICT (id) DO NOTHING`, so a retry never writes a row twice.
+#[derive(Debug)]
+struct Pending {
+    id: String,
+    event: AuditEvent,
+}
+
 enum Msg {
-    Event(Box<AuditEvent>),
+    Event(Box<Pending>),
     Flush(oneshot::Sender<()>),
     Close(oneshot::Sender<()>),
 }
@@ -107,14 +124,17 @@ impl AuditSink {
         AuditSink { tx }
     }
 
-    /// Queues one event. Returns at once unless the channel is full.
+    /// Queues one event. Returns at once unless the backlog is at its bound (see
+    /// [`MAX_RETAINED`]): then it waits until the writer has room.
     pub async fn record(&self, event: AuditEvent) {
-        if self.tx.send(Msg::Event(Box::new(event.storable()))).await.is_err() {
+        let pending = Pending { id: format!("audit-{}", uuid::Uuid::new_v4()), event: event.storable() };
+        if self.tx.send(Msg::Event(Box::new(pending))).await.is_err() {
             tracing::error!("audit writer has stopped; event lost");
         }
     }
 
-    /// Writes everything recorded so far and waits until it is stored (tests, admin tools).
+    /// Writes everything recorded so far and waits until it is stored or the write failed
+    /// (tests, admin tools). After a failure the rows stay buffered for the next attempt.
     pub async fn flush(&self) {
         let (ack, done) = oneshot::channel();
         if self.tx.send(Msg::Flush(ack)).await.is_ok() {
@@ -131,8 +151,13 @@ impl AuditSink {
     }
 }
 
+/// The writer task. After a failed write (database down, restarting, stalled) it keeps every
+/// buffered row and retries on the timer only — not on every new event, which during an outage
+/// would turn each event into a multi-second connect attempt. Once [`MAX_RETAINED`] rows are
+/// buffered it stops reading the channel, so recording waits instead of rows being dropped.
 async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Msg>, interval: Duration) {
-    let mut buf: Vec<AuditEvent> = Vec::new();
+    let mut buf: Vec<Pending> = Vec::new();
+    let mut failing = false;
     // `interval` would fire its first tick at once: a writer first polled after events had
     // already arrived would flush them immediately instead of batching them. Start one
     // interval from now.
@@ -141,15 +166,15 @@ async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Msg>, interval: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            msg = rx.recv() => match msg {
+            msg = rx.recv(), if buf.len() < MAX_RETAINED => match msg {
                 Some(Msg::Event(e)) => {
                     buf.push(*e);
-                    if buf.len() >= BATCH_ROWS {
-                        write(&pool, &mut buf).await;
+                    if buf.len() >= BATCH_ROWS && !failing {
+                        failing = !write(&pool, &mut buf).await;
                     }
                 }
                 Some(Msg::Flush(ack)) => {
-                    write(&pool, &mut buf).await;
+                    failing = !write(&pool, &mut buf).await;
                     let _ = ack.send(());
                 }
                 Some(Msg::Close(ack)) => {
@@ -167,15 +192,20 @@ async fn writer(pool: PgPool, mut rx: mpsc::Receiver<Msg>, interval: Duration) {
             },
             _ = tick.tick() => {
                 if !buf.is_empty() {
-                    write(&pool, &mut buf).await;
+                    let was_failing = failing;
+                    failing = !write(&pool, &mut buf).await;
+                    if was_failing && !failing {
+                        tracing::info!("audit writer recovered: buffered rows written");
+                    }
                 }
             }
         }
     }
 }
 
-/// Writes `buf` in chunks of [`BATCH_ROWS`]; on failure keeps the unwritten rows (bounded).
-async fn write(pool: &PgPool, buf: &mut Vec<AuditEvent>) {
+/// Writes `buf` in chunks of [`BATCH_ROWS`]. Returns false when the database failed: the
+/// unwritten rows stay in `buf`, in order, for the next attempt.
+async fn write(pool: &PgPool, buf: &mut Vec<Pending>) -> bool {
     while !buf.is_empty() {
         let n = buf.len().min(BATCH_ROWS);
         match insert_batch(pool, &buf[..n]).await {
@@ -187,23 +217,32 @@ async fn write(pool: &PgPool, buf: &mut Vec<AuditEvent>) {
                 // down): write the rows one by one and drop only the offending ones, instead of
                 // retrying the same failing chunk forever while the buffer grows behind it.
                 tracing::error!(error = %e, rows = n, "audit batch holds an unstorable row; writing rows singly");
-                for row in buf.drain(..n).collect::<Vec<_>>() {
-                    if let Err(e) = insert_batch(pool, std::slice::from_ref(&row)).await {
-                        tracing::error!(error = %e, action = %row.action, request_id = %row.request_id, "audit row dropped");
+                let mut i = 0;
+                while i < n {
+                    match insert_batch(pool, &buf[i..=i]).await {
+                        Ok(()) => i += 1,
+                        Err(e) if is_data_error(&e) => {
+                            let row = &buf[i].event;
+                            tracing::error!(error = %e, action = %row.action, request_id = %row.request_id, "audit row dropped");
+                            i += 1;
+                        }
+                        Err(e) => {
+                            // The database went away meanwhile: keep this row and the rest.
+                            tracing::error!(error = %e, rows = buf.len() - i, "writing audit rows failed; will retry");
+                            buf.drain(..i);
+                            return false;
+                        }
                     }
                 }
+                buf.drain(..n);
             }
             Err(e) => {
                 tracing::error!(error = %e, rows = buf.len(), "writing audit rows failed; will retry");
-                if buf.len() > MAX_RETAINED {
-                    let drop = buf.len() - MAX_RETAINED;
-                    tracing::error!(dropped = drop, "audit buffer full; dropping oldest rows");
-                    buf.drain(..drop);
-                }
-                return;
+                return false;
             }
         }
     }
+    true
 }
 
 /// A PostgreSQL data exception (SQLSTATE class 22) or constraint violation (class 23): the
@@ -212,8 +251,9 @@ fn is_data_error(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23")))
 }
 
-/// One multi-row INSERT: each column travels as one array parameter.
-pub async fn insert_batch(pool: &PgPool, rows: &[AuditEvent]) -> Result<(), sqlx::Error> {
+/// One multi-row INSERT: each column travels as one array parameter. Rows already present (a
+/// retried batch whose first attempt committed) are skipped.
+async fn insert_batch(pool: &PgPool, rows: &[Pending]) -> Result<(), sqlx::Error> {
     let mut ids = Vec::with_capacity(rows.len());
     let mut actors = Vec::with_capacity(rows.len());
     let mut actor_types = Vec::with_capacity(rows.len());
@@ -223,8 +263,8 @@ pub async fn insert_batch(pool: &PgPool, rows: &[AuditEvent]) -> Result<(), sqlx
     let mut details = Vec::with_capacity(rows.len());
     let mut request_ids = Vec::with_capacity(rows.len());
     let mut created = Vec::with_capacity(rows.len());
-    for r in rows {
-        ids.push(format!("audit-{}", uuid::Uuid::new_v4()));
+    for Pending { id, event: r } in rows {
+        ids.push(id.clone());
         actors.push(r.actor.clone());
         actor_types.push(r.actor_type.clone());
         actions.push(r.action.clone());
@@ -238,7 +278,8 @@ pub async fn insert_batch(pool: &PgPool, rows: &[AuditEvent]) -> Result<(), sqlx
         "INSERT INTO audit_events (id, actor, actor_type, action, resource_type, resource_id, details, request_id, created_at)
          SELECT id, actor, actor_type, action, resource_type, resource_id, details::jsonb, request_id, created_at
            FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::timestamptz[])
-             AS t(id, actor, actor_type, action, resource_type, resource_id, details, request_id, created_at)",
+             AS t(id, actor, actor_type, action, resource_type, resource_id, details, request_id, created_at)
+         ON CONFLICT (id) DO NOTHING",
     )
     .bind(ids)
     .bind(actors)

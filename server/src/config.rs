@@ -173,6 +173,12 @@ pub struct Config {
     #[arg(long, env = "CERTCTL_JOB_RUNNING_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
     pub job_running_timeout: Duration,
 
+    /// Claim lease of a server-side job: renewed every third of it while the job runs; once
+    /// it has expired (the claiming replica died or froze), another replica's next claim takes
+    /// the job over (see docs/operator/scheduler-ha.md).
+    #[arg(long, env = "CERTCTL_JOB_LEASE", default_value = "30s", value_parser = parse_duration)]
+    pub job_lease: Duration,
+
     /// An AwaitingCSR job older than this is failed by the timeout sweep.
     #[arg(long, env = "CERTCTL_JOB_AWAITING_CSR_TIMEOUT", default_value = "24h", value_parser = parse_duration)]
     pub job_awaiting_csr_timeout: Duration,
@@ -258,6 +264,12 @@ pub struct Config {
     /// How long shutdown waits for in-flight requests and scheduler ticks.
     #[arg(long, env = "CERTCTL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// Longest time one HTTP request may take; past it the server answers 503 and abandons the
+    /// request's work (its transaction rolls back). Bounds requests during a database stall,
+    /// when connections stay open but nothing answers.
+    #[arg(long, env = "CERTCTL_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
 
     /// Identity of this replica in logs, job claims and leader records. Default: host-pid-random.
     #[arg(long, env = "CERTCTL_INSTANCE_ID")]
@@ -372,6 +384,8 @@ impl Config {
             ("CERTCTL_RATELIMIT_JANITOR_INTERVAL", self.ratelimit_janitor_interval),
             ("CERTCTL_CRL_INTERVAL", self.crl_interval),
             ("CERTCTL_AUDIT_FLUSH_INTERVAL", self.audit_flush_interval),
+            ("CERTCTL_JOB_LEASE", self.job_lease),
+            ("CERTCTL_REQUEST_TIMEOUT", self.request_timeout),
         ] {
             if d.is_zero() {
                 return Err(err(var, "must be greater than zero".into()));

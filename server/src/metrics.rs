@@ -64,6 +64,7 @@ struct Inner {
     http_duration: BTreeMap<String, Vec<(String, u16, Histogram)>>,
     jobs_completed: u64,
     jobs_failed: u64,
+    jobs_reclaimed: u64,
     notifications_sent: u64,
     notifications_failed: u64,
 }
@@ -91,6 +92,16 @@ impl Metrics {
     /// A job finished (`completed == false` means it failed for good).
     pub fn record_job(&self, completed: bool) {
         self.with(|m| if completed { m.jobs_completed += 1 } else { m.jobs_failed += 1 });
+    }
+
+    /// A job taken over from an owner whose claim lease expired.
+    pub fn record_job_reclaimed(&self) {
+        self.with(|m| m.jobs_reclaimed += 1);
+    }
+
+    /// Jobs this process took over from owners whose claim lease expired.
+    pub fn jobs_reclaimed(&self) -> u64 {
+        self.with(|m| m.jobs_reclaimed)
     }
 
     /// A notification send attempt.
@@ -142,6 +153,11 @@ impl Metrics {
                 out,
                 "# HELP certctl_job_failed_total Jobs failed for good by this process.\n# TYPE certctl_job_failed_total counter\ncertctl_job_failed_total {}",
                 m.jobs_failed
+            );
+            let _ = writeln!(
+                out,
+                "# HELP certctl_job_reclaimed_total Jobs this process took over after their owner's claim lease expired.\n# TYPE certctl_job_reclaimed_total counter\ncertctl_job_reclaimed_total {}",
+                m.jobs_reclaimed
             );
             let _ = writeln!(
                 out,

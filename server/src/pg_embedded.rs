@@ -443,3 +443,170 @@ mod tests {
         assert_eq!(replace_database("postgres://u@h:1", "x"), "postgres://u@h:1/x");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fault injection on a running cluster: restart, stop/start, freeze (SIGSTOP) and killing the
+// connections of one database. Used by the server's fault tests and the harness's fault runs.
+// ---------------------------------------------------------------------------------------------
+
+impl Cluster {
+    /// Fast restart (`pg_ctl restart -m fast`) on the same port: every session is terminated
+    /// (clients see SQLSTATE 57P01 or a closed socket), the cluster is back when this returns.
+    pub fn restart(&mut self) -> Result<(), PgError> {
+        run(
+            "pg_ctl restart",
+            self.cmd("pg_ctl")
+                .arg("-D")
+                .arg(self.data_dir())
+                .args(["-w", "-t", "30", "-m", "fast", "-o"])
+                .arg(format!("-p {}", self.port))
+                .arg("-l")
+                .arg(self.dir.join("postgres.log"))
+                .arg("restart")
+                .stdout(Stdio::null()),
+        )
+        .map(|_| ())
+    }
+
+    /// Stops the server (fast shutdown) but keeps its files, for [`Cluster::start_server`].
+    pub fn stop_server(&mut self) -> Result<(), PgError> {
+        run("pg_ctl stop", self.cmd("pg_ctl").arg("-D").arg(self.data_dir()).args(["-m", "fast", "-w", "stop"]))?;
+        self.stopped = true;
+        Ok(())
+    }
+
+    /// Starts a server stopped by [`Cluster::stop_server`] again, on the same port.
+    pub fn start_server(&mut self) -> Result<(), PgError> {
+        run(
+            "pg_ctl start",
+            self.cmd("pg_ctl")
+                .arg("-D")
+                .arg(self.data_dir())
+                .args(["-w", "-t", "30", "-o"])
+                .arg(format!("-p {}", self.port))
+                .arg("-l")
+                .arg(self.dir.join("postgres.log"))
+                .arg("start")
+                .stdout(Stdio::null()),
+        )?;
+        self.stopped = false;
+        Ok(())
+    }
+
+    /// The postmaster's pid (first line of `postmaster.pid`).
+    pub fn postmaster_pid(&self) -> Result<u32, PgError> {
+        let text = std::fs::read_to_string(self.data_dir().join("postmaster.pid"))?;
+        text.lines().next().and_then(|l| l.trim().parse().ok()).ok_or_else(|| PgError::Command {
+            what: "reading postmaster.pid",
+            detail: format!("no pid in {:?}", text.lines().next()),
+        })
+    }
+
+    /// The postmaster and every process it forked (backends, checkpointer, WAL writer, …),
+    /// found through `/proc/*/stat`'s parent pid.
+    pub fn server_pids(&self) -> Result<Vec<u32>, PgError> {
+        let postmaster = self.postmaster_pid()?;
+        let mut pids = vec![postmaster];
+        pids.extend(child_pids(postmaster)?);
+        Ok(pids)
+    }
+
+    /// Freezes the server like a frozen disk or VM: SIGSTOP to the postmaster, then to each of
+    /// its children. Connections stay open and nothing answers. The returned guard sends
+    /// SIGCONT to all of them on [`Frozen::thaw`] or when dropped (also during a panic), so a
+    /// failing test never leaves a frozen cluster behind.
+    pub fn freeze(&self) -> Result<Frozen, PgError> {
+        let postmaster = self.postmaster_pid()?;
+        // The postmaster first: stopped, it cannot fork a child we would miss.
+        signal("STOP", &[postmaster])?;
+        let mut frozen = Frozen { pids: vec![postmaster] };
+        let children = child_pids(postmaster)?;
+        signal("STOP", &children)?;
+        frozen.pids.extend(children);
+        Ok(frozen)
+    }
+}
+
+/// Processes stopped by [`Cluster::freeze`]; continued on [`Frozen::thaw`] or drop.
+#[derive(Debug)]
+pub struct Frozen {
+    pids: Vec<u32>,
+}
+
+impl Frozen {
+    /// The stopped pids (postmaster first).
+    pub fn pids(&self) -> &[u32] {
+        &self.pids
+    }
+
+    /// Sends SIGCONT to every stopped process (children first, then the postmaster).
+    pub fn thaw(mut self) -> Result<(), PgError> {
+        self.resume()
+    }
+
+    fn resume(&mut self) -> Result<(), PgError> {
+        if self.pids.is_empty() {
+            return Ok(());
+        }
+        let mut pids = std::mem::take(&mut self.pids);
+        pids.reverse();
+        signal("CONT", &pids)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        if let Err(e) = self.resume() {
+            eprintln!("certctl: continuing the frozen PostgreSQL failed: {e}");
+        }
+    }
+}
+
+/// Pids whose parent is `parent`, from `/proc/*/stat` (field 4; the command name in field 2
+/// may hold spaces and parentheses, so parse after its last `)`).
+fn child_pids(parent: u32) -> Result<Vec<u32>, PgError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc")?.filter_map(Result::ok) {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let ppid =
+            stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            out.push(pid);
+        }
+    }
+    Ok(out)
+}
+
+/// `kill -SIG pid…` (a process that already exited is not an error).
+fn signal(sig: &str, pids: &[u32]) -> Result<(), PgError> {
+    for pid in pids {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| PgError::Command { what: "kill", detail: e.to_string() })?;
+        if !status.success() && Path::new(&format!("/proc/{pid}")).exists() {
+            return Err(PgError::Command { what: "kill", detail: format!("kill -{sig} {pid} failed: {status}") });
+        }
+    }
+    Ok(())
+}
+
+/// `pg_terminate_backend` on every other session connected to database `db` (through the
+/// server at `admin_url`, a URL of another database); returns how many were terminated.
+pub async fn terminate_connections(admin_url: &str, db: &str) -> Result<u64, sqlx::Error> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(admin_url).await?;
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
+          WHERE datname = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(db)
+    .fetch_one(&mut conn)
+    .await?;
+    conn.close().await?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}

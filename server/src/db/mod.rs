@@ -48,3 +48,46 @@ pub async fn demo_seed(pool: &PgPool) -> Result<(), sqlx::Error> {
     sqlx::raw_sql(DEMO_SEED_SQL).execute(pool).await?;
     Ok(())
 }
+
+/// Whether `e` says only that the connection under a statement died (or could not be had from
+/// a database that is shutting down or starting up), not that the statement itself was wrong.
+///
+/// - `Io`, `Tls`, `Protocol`, `WorkerCrashed`: the socket broke or the wire got out of step —
+///   a server restart, `pg_terminate_backend`, a network cut;
+/// - SQLSTATE class `08` (connection exception), `57P01` admin_shutdown (fast shutdown and
+///   `pg_terminate_backend`), `57P02` crash_shutdown, `57P03` cannot_connect_now.
+///
+/// Not included: `PoolTimedOut` (the pool already waited its acquire timeout; retrying would
+/// double the wait) and `PoolClosed` (only our own shutdown closes the pool; no retry can help).
+pub fn is_connection_error(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|c| c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03"))
+        }
+        _ => false,
+    }
+}
+
+/// Runs `op`; if it fails with a connection-class error ([`is_connection_error`]), runs it once
+/// more. The second run acquires a fresh connection: the pool discards a connection that failed
+/// with an I/O error, pings idle ones before handing them out, and (while the database restarts)
+/// keeps retrying the connect until its acquire timeout.
+///
+/// Only for operations that are **idempotent as a whole** — running them twice leaves the same
+/// state as running them once — because a connection can die after the server committed but
+/// before the answer arrived. `docs/operator/scheduler-ha.md` lists the callers and why each is
+/// safe.
+pub async fn retry_idempotent<T, F, Fut>(mut op: F) -> Result<T, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    match op().await {
+        Err(e) if is_connection_error(&e) => {
+            tracing::info!(error = %e, "database connection lost under an idempotent write; retrying once");
+            op().await
+        }
+        other => other,
+    }
+}

@@ -338,16 +338,20 @@ pub async fn heartbeat(
         AgentAuth::Claim(claim) => Some(claim),
     };
     let hb = body.unwrap_or_default();
-    let changed: Option<Option<bool>> = sqlx::query_scalar(HEARTBEAT_SQL)
-        .bind(&p.id)
-        .bind(&hb.version)
-        .bind(&hb.hostname)
-        .bind(&hb.os)
-        .bind(&hb.architecture)
-        .bind(&hb.ip_address)
-        .bind(claim.map(|c| c.credential_hash.as_str()))
-        .fetch_optional(&state.pool)
-        .await?;
+    // Idempotent (it sets the same columns to the same values, `now()` aside), so a heartbeat
+    // whose pooled connection died under it is retried once on a fresh one.
+    let changed: Option<Option<bool>> = crate::db::retry_idempotent(|| {
+        sqlx::query_scalar(HEARTBEAT_SQL)
+            .bind(&p.id)
+            .bind(&hb.version)
+            .bind(&hb.hostname)
+            .bind(&hb.os)
+            .bind(&hb.architecture)
+            .bind(&hb.ip_address)
+            .bind(claim.map(|c| c.credential_hash.as_str()))
+            .fetch_optional(&state.pool)
+    })
+    .await?;
     let mut resp = match changed {
         Some(changed) => {
             let mut resp = ApiJson(HeartbeatRecorded { status: "heartbeat_recorded".into() }).into_response();

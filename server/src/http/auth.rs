@@ -325,8 +325,11 @@ pub const AGENT_CREDENTIAL_SQL: &str = "SELECT credential_hash FROM agents WHERE
 
 /// `hash` (`hex(sha256(token))`) `== agents.credential_hash`, compared in constant time.
 async fn agent_credential_matches(state: &AppState, agent_id: &str, hash: &str) -> Result<bool, ApiError> {
-    let stored: Option<String> =
-        sqlx::query_scalar(AGENT_CREDENTIAL_SQL).bind(agent_id).fetch_optional(&state.pool).await?;
+    // A read: retrying it on a fresh connection after the pooled one died is always safe.
+    let stored: Option<String> = crate::db::retry_idempotent(|| {
+        sqlx::query_scalar(AGENT_CREDENTIAL_SQL).bind(agent_id).fetch_optional(&state.pool)
+    })
+    .await?;
     let Some(stored) = stored else { return Ok(false) };
     Ok(hash_matches(&stored, hash))
 }

@@ -152,9 +152,16 @@ impl From<sqlx::Error> for ApiError {
                 _ => {}
             }
         }
+        // The database went away under the request (restart, killed connection): a 503 says
+        // "retry", which is true, where a 500 would claim a bug.
+        if crate::db::is_connection_error(&e) {
+            return ApiError::Unavailable("database connection lost; retry the request".into());
+        }
         match e {
             sqlx::Error::RowNotFound => ApiError::NotFound("not found".into()),
-            sqlx::Error::PoolTimedOut => ApiError::Unavailable("database pool exhausted".into()),
+            sqlx::Error::PoolTimedOut => ApiError::Unavailable(
+                "no database connection within the acquire timeout (pool exhausted or database unreachable)".into(),
+            ),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -1,7 +1,7 @@
 //! The HTTP layer: routing, middleware and one module per resource.
 //!
-//! Request flow: `request_id` middleware (assigns the id, opens the span) → tracing → body
-//! limit → routing → [`metrics::track`] (duration by route and status) → for `/api/v1`:
+//! Request flow: `request_id` middleware (assigns the id, opens the span) → tracing →
+//! [`deadline::middleware`] (503 past `CERTCTL_REQUEST_TIMEOUT`) → body limit → routing → [`metrics::track`] (duration by route and status) → for `/api/v1`:
 //! [`auth::middleware`] (who is calling, rate limit) → [`audit::middleware`] (one audit row per
 //! mutating call) → [`etag::middleware`] (hot reads) → handler (permission checks through the
 //! [`auth::Caller`] extractor, then the database) → [`error::ApiError`] envelope on failure.
@@ -21,6 +21,7 @@ pub mod agents;
 pub mod audit;
 pub mod auth;
 pub mod certificates;
+pub mod deadline;
 pub mod error;
 pub mod etag;
 pub mod extract;
@@ -253,6 +254,8 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(error::method_not_allowed_fallback)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(extract::reject_nul))
+        // Inside the request-id scope (the 503 carries the id), around everything else.
+        .layer(middleware::from_fn_with_state(state.clone(), deadline::middleware))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             // The field values are only computed when the span is enabled (log level info or
             // finer), so at `warn` a request pays nothing here.

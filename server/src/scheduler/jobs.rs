@@ -8,6 +8,15 @@
 //! [`crate::issuance::complete_job_with_csr`]. Failures go to `Failed` with `last_error`; the
 //! retry loop puts them back to `Pending` while `attempts < max_attempts`; a job failing with
 //! no attempts left makes its certificate `Failed` and emits an `issuance_failed` event.
+//!
+//! Claim lease: a claim also sets `lease_expires_at = now() + CERTCTL_JOB_LEASE` (the
+//! database's clock), and the claiming pass renews it every third of the lease while its jobs
+//! run. A `Running` job whose lease has expired — its owner was killed or froze — is claimable
+//! again by any replica's next pass (`attempts + 1`, new `claimed_by`). `(claimed_by, attempts)`
+//! is the claim's fencing token: completion, failure and lease renewal all require it, so an
+//! owner that lost its claim can neither complete nor fail the job, and `certificate_versions`'
+//! unique `job_id` backs that up — a job yields at most one version. With no attempts left, an
+//! expired job is failed by the timeout sweep instead of run again.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,6 +50,10 @@ pub struct ClaimedJob {
     pub id: String,
     /// The certificate to issue for.
     pub certificate_id: String,
+    /// `attempts` after this claim: with `claimed_by`, the fencing token of the claim.
+    pub attempts: i32,
+    /// For a job taken over from an owner whose lease expired: that owner.
+    pub reclaimed_from: Option<String>,
 }
 
 /// What one processor pass did.
@@ -79,29 +92,67 @@ pub async fn move_agent_jobs_to_awaiting_csr(state: &AppState, now: DateTime<Utc
     Ok(done.rows_affected())
 }
 
-/// Claims up to `CERTCTL_JOB_BATCH_SIZE` due `Pending` issuance/renewal jobs for server-side
-/// issuance. In agent mode only jobs of certificates without an agent qualify (nobody would
-/// ever post a CSR for them).
+/// Claims up to `CERTCTL_JOB_BATCH_SIZE` issuance/renewal jobs for server-side issuance: due
+/// `Pending` ones, and `Running` ones whose claim lease expired with attempts left (their owner
+/// is dead or frozen). In agent mode only jobs of certificates without an agent qualify (nobody
+/// would ever post a CSR for them).
 pub async fn claim_batch(state: &AppState, now: DateTime<Utc>) -> Result<Vec<ClaimedJob>, sqlx::Error> {
     let server_mode = state.config.keygen_mode == KeygenMode::Server;
-    sqlx::query_as::<_, ClaimedJob>(
+    let jobs = sqlx::query_as::<_, ClaimedJob>(
         "WITH picked AS ( \
-            SELECT j.id FROM jobs j \
-             WHERE j.status = 'Pending' AND j.type IN ('Issuance', 'Renewal') AND j.scheduled_at <= $1 \
+            SELECT j.id, CASE WHEN j.status = 'Running' THEN j.claimed_by END AS reclaimed_from FROM jobs j \
+             WHERE j.type IN ('Issuance', 'Renewal') \
+               AND ((j.status = 'Pending' AND j.scheduled_at <= $1) \
+                    OR (j.status = 'Running' AND j.lease_expires_at < now() AND j.attempts < j.max_attempts)) \
                AND ($4 OR (j.agent_id IS NULL AND NOT EXISTS ( \
                     SELECT 1 FROM managed_certificates c WHERE c.id = j.certificate_id AND c.agent_id IS NOT NULL))) \
              ORDER BY j.scheduled_at, j.id LIMIT $2 \
              FOR UPDATE SKIP LOCKED) \
-         UPDATE jobs j SET status = 'Running', claimed_by = $3, started_at = $1, attempts = j.attempts + 1, updated_at = $1 \
+         UPDATE jobs j SET status = 'Running', claimed_by = $3, started_at = $1, attempts = j.attempts + 1, \
+                lease_expires_at = now() + $5, updated_at = $1 \
            FROM picked WHERE j.id = picked.id \
-         RETURNING j.id, j.certificate_id",
+         RETURNING j.id, j.certificate_id, j.attempts, picked.reclaimed_from",
     )
     .bind(now)
     .bind(i64::from(state.config.job_batch_size))
     .bind(&*state.instance_id)
     .bind(server_mode)
+    .bind(lease_interval(state))
     .fetch_all(&state.pool)
+    .await?;
+    for job in jobs.iter().filter(|j| j.reclaimed_from.is_some()) {
+        tracing::warn!(job = %job.id, from = ?job.reclaimed_from, attempt = job.attempts,
+            "reclaimed a job whose claim lease expired (its owner stopped renewing it)");
+        state.metrics.record_job_reclaimed();
+    }
+    Ok(jobs)
+}
+
+/// `CERTCTL_JOB_LEASE` as a PostgreSQL `interval`.
+fn lease_interval(state: &AppState) -> sqlx::postgres::types::PgInterval {
+    let micros = i64::try_from(state.config.job_lease.as_micros()).unwrap_or(i64::MAX);
+    sqlx::postgres::types::PgInterval { months: 0, days: 0, microseconds: micros }
+}
+
+/// Extends the claim lease of the jobs of `claims` that are still `Running` under this claim
+/// (fenced by `claimed_by` and `attempts`). Idempotent: run twice, it sets the same lease.
+pub async fn renew_leases(state: &AppState, claims: &[(String, i32)]) -> Result<u64, sqlx::Error> {
+    let (ids, attempts): (Vec<&str>, Vec<i32>) = claims.iter().map(|(id, a)| (id.as_str(), *a)).unzip();
+    let lease = lease_interval(state);
+    crate::db::retry_idempotent(|| {
+        sqlx::query(
+            "UPDATE jobs j SET lease_expires_at = now() + $4 \
+               FROM UNNEST($1::text[], $2::int[]) AS t(id, attempts) \
+              WHERE j.id = t.id AND j.attempts = t.attempts AND j.status = 'Running' AND j.claimed_by = $3",
+        )
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&*state.instance_id)
+        .bind(lease)
+        .execute(&state.pool)
+    })
     .await
+    .map(|r| r.rows_affected())
 }
 
 /// Jobs issued and stored together: one context read, one key-generation/signing task and one
@@ -125,6 +176,7 @@ pub async fn process_batch(state: &AppState, now: DateTime<Utc>) -> Result<Proce
     let concurrency = usize::try_from(state.config.renewal_concurrency).unwrap_or(1).max(1);
     let chunk = jobs.len().div_ceil(concurrency).clamp(1, JOB_CHUNK);
     let permits = Arc::new(Semaphore::new(concurrency));
+    let claims: Vec<(String, i32)> = jobs.iter().map(|j| (j.id.clone(), j.attempts)).collect();
     let mut set = tokio::task::JoinSet::new();
     for part in jobs.chunks(chunk) {
         let state = state.clone();
@@ -135,7 +187,8 @@ pub async fn process_batch(state: &AppState, now: DateTime<Utc>) -> Result<Proce
             let limit = state.config.job_running_timeout;
             match tokio::time::timeout(limit, run_server_jobs(&state, &part)).await {
                 Ok(outcomes) => settle(&state, &part, outcomes).await,
-                // Leave them Running: the timeout sweep fails them and the retry loop requeues them.
+                // Leave them Running: their leases run out once this batch ends, and another
+                // pass reclaims them (on their last attempt, the timeout sweep fails them).
                 Err(_) => {
                     tracing::warn!(jobs = part.len(), "job results discarded (timed out)");
                     (0, part.len() as u64)
@@ -143,16 +196,48 @@ pub async fn process_batch(state: &AppState, now: DateTime<Utc>) -> Result<Proce
             }
         });
     }
-    while let Some(r) = set.join_next().await {
-        let (completed, failed) = r.unwrap_or((0, 0));
-        stats.completed += completed;
-        stats.failed += failed;
-    }
+    let (completed, failed) = join_renewing_leases(state, set, &claims).await;
+    stats.completed += completed;
+    stats.failed += failed;
     Ok(stats)
 }
 
-/// Records the outcome of each job of a chunk: failures are written to the job (`fail_job`),
-/// lost jobs only logged. Returns (completed, failed).
+/// Waits for a batch's chunk tasks — each (completed, failed) — while keeping the batch's claim
+/// leases alive: a renewal every third of the lease, so one that fails (database away) is
+/// retried twice before the lease can expire.
+async fn join_renewing_leases(
+    state: &AppState,
+    mut set: tokio::task::JoinSet<(u64, u64)>,
+    claims: &[(String, i32)],
+) -> (u64, u64) {
+    let (mut completed, mut failed) = (0, 0);
+    let period = (state.config.job_lease / 3).max(std::time::Duration::from_millis(10));
+    let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            r = set.join_next() => match r {
+                None => break,
+                Some(Ok((c, f))) => {
+                    completed += c;
+                    failed += f;
+                }
+                Some(Err(e)) => tracing::error!(error = %e, "a job chunk task panicked or was cancelled"),
+            },
+            _ = renew.tick() => {
+                match tokio::time::timeout(period, renew_leases(state, claims)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "could not renew job claim leases"),
+                    Err(_) => tracing::warn!(?period, "renewing job claim leases did not answer in time"),
+                }
+            }
+        }
+    }
+    (completed, failed)
+}
+
+/// Records the outcome of each job of a chunk: failures are written to the job while the claim
+/// is still ours (`fail_claimed_job`), lost jobs only logged. Returns (completed, failed).
 async fn settle(state: &AppState, jobs: &[ClaimedJob], outcomes: Vec<Result<(), JobError>>) -> (u64, u64) {
     let (mut completed, mut failed) = (0, 0);
     for (job, outcome) in jobs.iter().zip(outcomes) {
@@ -164,7 +249,7 @@ async fn settle(state: &AppState, jobs: &[ClaimedJob], outcomes: Vec<Result<(), 
             }
             Err(e) => {
                 tracing::warn!(job = %job.id, certificate = %job.certificate_id, error = %e, "job failed");
-                if let Err(db) = fail_job(state, &job.id, &e.to_string(), Utc::now()).await {
+                if let Err(db) = fail_claimed_job(state, job, &e.to_string(), Utc::now()).await {
                     tracing::error!(job = %job.id, error = %db, "could not record the job failure");
                 }
                 failed += 1;
@@ -264,9 +349,8 @@ fn sign(ctx: issuance::CertContext, ca: &issuance::ca::LocalCa, secret: Option<&
 }
 
 /// Stores issued jobs in one transaction and returns the ids of the jobs that were still ours.
-/// The completing UPDATE is guarded by `status = 'Running' AND claimed_by = me`, so a job the
-/// timeout sweep took away in the meantime is never completed twice; only the jobs it returns
-/// get a version, a certificate update and a notification.
+/// The completing UPDATE is guarded by `status = 'Running'` and the claim's fencing token, so
+/// only the jobs it returns get a version, a certificate update and a notification.
 async fn store_issued(state: &AppState, ready: &[(&ClaimedJob, &Issued)]) -> Result<Vec<String>, sqlx::Error> {
     if ready.is_empty() {
         return Ok(Vec::new());
@@ -274,13 +358,20 @@ async fn store_issued(state: &AppState, ready: &[(&ClaimedJob, &Issued)]) -> Res
     let now = Utc::now();
     let mut tx = state.pool.begin().await?;
     let job_ids: Vec<&str> = ready.iter().map(|(j, _)| j.id.as_str()).collect();
+    let attempts: Vec<i32> = ready.iter().map(|(j, _)| j.attempts).collect();
+    // Fenced by this claim: `claimed_by = me AND attempts = ours`, so a job the timeout sweep
+    // or another replica (after our lease expired) took away meanwhile is never completed twice.
     let ours: Vec<String> = sqlx::query_scalar(
-        "UPDATE jobs SET status = 'Completed', completed_at = $3, last_error = NULL, updated_at = $3 \
-          WHERE id = ANY($1) AND status = 'Running' AND claimed_by = $2 RETURNING id",
+        "UPDATE jobs j SET status = 'Completed', completed_at = $3, last_error = NULL, lease_expires_at = NULL, \
+                updated_at = $3 \
+           FROM UNNEST($1::text[], $4::int[]) AS t(id, attempts) \
+          WHERE j.id = t.id AND j.attempts = t.attempts AND j.status = 'Running' AND j.claimed_by = $2 \
+         RETURNING j.id",
     )
     .bind(&job_ids)
     .bind(&*state.instance_id)
     .bind(now)
+    .bind(&attempts)
     .fetch_all(&mut *tx)
     .await?;
     let kept: Vec<&(&ClaimedJob, &Issued)> = ready.iter().filter(|(j, _)| ours.contains(&j.id)).collect();
@@ -322,17 +413,25 @@ struct FailedRow {
     max_attempts: i32,
 }
 
-/// Fails one `Running`/`AwaitingCSR` job with `error` (kept in full).
-pub async fn fail_job(state: &AppState, job_id: &str, error: &str, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+/// Fails a job this instance claimed, if the claim is still ours (`claimed_by`, `attempts`):
+/// an owner whose lease expired must not fail the job another replica now runs.
+pub async fn fail_claimed_job(
+    state: &AppState,
+    job: &ClaimedJob,
+    error: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
     let mut tx = state.pool.begin().await?;
     let rows = sqlx::query_as::<_, FailedRow>(
-        "UPDATE jobs SET status = 'Failed', last_error = $2, completed_at = $3, updated_at = $3 \
-          WHERE id = $1 AND status IN ('Running', 'AwaitingCSR') \
+        "UPDATE jobs SET status = 'Failed', last_error = $2, completed_at = $3, lease_expires_at = NULL, updated_at = $3 \
+          WHERE id = $1 AND status = 'Running' AND claimed_by = $4 AND attempts = $5 \
          RETURNING id, certificate_id, attempts, max_attempts",
     )
-    .bind(job_id)
+    .bind(&job.id)
     .bind(error)
     .bind(now)
+    .bind(&*state.instance_id)
+    .bind(job.attempts)
     .fetch_all(&mut *tx)
     .await?;
     after_failures(state, &mut tx, &rows, error, now).await?;
@@ -387,8 +486,9 @@ pub async fn retry_failed(pool: &sqlx::PgPool, now: DateTime<Utc>) -> Result<u64
     Ok(sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).execute(pool).await?.rows_affected())
 }
 
-/// Timeout loop: fails `Running` jobs started before `now - CERTCTL_JOB_RUNNING_TIMEOUT` and
-/// `AwaitingCSR` jobs waiting since before `now - CERTCTL_JOB_AWAITING_CSR_TIMEOUT`.
+/// Timeout loop: fails `Running` jobs started before `now - CERTCTL_JOB_RUNNING_TIMEOUT`,
+/// `AwaitingCSR` jobs waiting since before `now - CERTCTL_JOB_AWAITING_CSR_TIMEOUT`, and
+/// `Running` jobs on their last attempt whose claim lease expired.
 pub async fn timeout_sweep(state: &AppState, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     let running = chrono::Duration::from_std(state.config.job_running_timeout).unwrap_or(chrono::Duration::MAX);
     let awaiting = chrono::Duration::from_std(state.config.job_awaiting_csr_timeout).unwrap_or(chrono::Duration::MAX);
@@ -415,6 +515,22 @@ pub async fn timeout_sweep(state: &AppState, now: DateTime<Utc>) -> Result<u64, 
         total += rows.len() as u64;
         after_failures(state, &mut tx, &rows, &error, now).await?;
     }
+    // A job whose owner stopped renewing its claim lease on its last attempt is not reclaimed
+    // (a job that kills every replica running it must not cycle through them forever): it is
+    // failed here, without waiting out the running timeout.
+    let error = "claim lease expired on the last attempt: the claiming replica stopped (killed or frozen)";
+    let rows = sqlx::query_as::<_, FailedRow>(
+        "UPDATE jobs SET status = 'Failed', last_error = $1 || COALESCE(' (claimed by ' || claimed_by || ')', ''), \
+                completed_at = $2, lease_expires_at = NULL, updated_at = $2 \
+          WHERE status = 'Running' AND lease_expires_at < now() AND attempts >= max_attempts \
+         RETURNING id, certificate_id, attempts, max_attempts",
+    )
+    .bind(error)
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?;
+    total += rows.len() as u64;
+    after_failures(state, &mut tx, &rows, error, now).await?;
     tx.commit().await?;
     Ok(total)
 }

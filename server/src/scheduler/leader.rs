@@ -8,6 +8,9 @@
 //! released the lock, and this instance steps down at once. On shutdown the leader unlocks,
 //! deletes its `scheduler_leaders` row and closes the connection, so another instance takes
 //! over within one interval. If the process dies, PostgreSQL ends the session and frees the lock.
+//! Each election step is bounded by the interval (at least 1 s): a database that stops
+//! answering without closing connections (a stall) makes the leader step down, and after the
+//! database returns, leadership is re-acquired like at boot.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -47,8 +50,19 @@ impl Leadership {
 /// The election loop; returns after releasing leadership once `state.shutdown` fires.
 pub async fn run(state: AppState) {
     let mut conn: Option<PgConnection> = None;
+    // A stalled database (frozen VM, SIGSTOP) answers nothing and closes nothing: bound each
+    // step so the election loop itself can never hang. A leader whose check did not come back
+    // steps down — it can no longer prove it holds the lock — and drops the connection, which
+    // ends the session (and frees the lock) as soon as PostgreSQL runs again.
+    let step_limit = state.config.leader_election_interval.max(std::time::Duration::from_secs(1));
     loop {
-        step(&state, &mut conn).await;
+        if tokio::time::timeout(step_limit, step(&state, &mut conn)).await.is_err() {
+            if state.scheduler.is_leader() {
+                tracing::warn!(instance = %state.instance_id, "leader check did not answer in time: stepping down");
+            }
+            state.scheduler.leadership.set(false);
+            conn = None;
+        }
         let wait = super::jittered(state.config.leader_election_interval);
         tokio::select! {
             _ = state.shutdown.cancelled() => break,

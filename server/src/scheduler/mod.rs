@@ -158,6 +158,7 @@ pub struct SchedulerStatus {
     tracker: TaskTracker,
     leader_ticks_running: AtomicUsize,
     ticks: Mutex<HashMap<&'static str, u64>>,
+    ticks_ok: Mutex<HashMap<&'static str, u64>>,
 }
 
 impl SchedulerStatus {
@@ -171,8 +172,17 @@ impl SchedulerStatus {
         self.ticks.lock().unwrap_or_else(|p| p.into_inner()).get(kind.name()).copied().unwrap_or(0)
     }
 
-    fn count_tick(&self, kind: LoopKind) {
+    /// Ticks of `kind` in this process that finished without an error — what shows a loop has
+    /// resumed after a database fault (failed ticks count in [`SchedulerStatus::ticks`] only).
+    pub fn ticks_ok(&self, kind: LoopKind) -> u64 {
+        self.ticks_ok.lock().unwrap_or_else(|p| p.into_inner()).get(kind.name()).copied().unwrap_or(0)
+    }
+
+    fn count_tick(&self, kind: LoopKind, ok: bool) {
         *self.ticks.lock().unwrap_or_else(|p| p.into_inner()).entry(kind.name()).or_default() += 1;
+        if ok {
+            *self.ticks_ok.lock().unwrap_or_else(|p| p.into_inner()).entry(kind.name()).or_default() += 1;
+        }
     }
 }
 
@@ -248,7 +258,7 @@ async fn run_loop(state: AppState, kind: LoopKind) {
         if leader_only {
             state.scheduler.leader_ticks_running.fetch_sub(1, Ordering::SeqCst);
         }
-        state.scheduler.count_tick(kind);
+        state.scheduler.count_tick(kind, result.is_ok());
         match result {
             Ok(summary) if !summary.is_empty() => {
                 tracing::debug!(task = kind.name(), took_ms = started.elapsed().as_millis() as u64, %summary, "tick")

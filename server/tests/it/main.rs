@@ -12,6 +12,7 @@ mod api_indexes;
 mod api_resources;
 mod api_support;
 mod boot;
+mod faults;
 mod issuance;
 mod migrations;
 mod notify;
