@@ -7,7 +7,9 @@
 //! 3. On the agent routes (`/api/v1/agents/{id}/…`) a token that is not an API key may be that
 //!    agent's own credential: `hex(sha256(token))` is compared in constant time with
 //!    `agents.credential_hash` of the agent named in the path (one primary-key lookup). The
-//!    load harness seeds agents with exactly that hash, so nothing else may be assumed.
+//!    load harness seeds agents with exactly that hash, so nothing else may be assumed. The same
+//!    lookup returns whether the agent is retired: a retired agent gets 410 on every agent route,
+//!    and so does an API key acting on a retired agent's routes.
 //! 4. The caller is then rate limited by its identity (key name, or `agent:<id>`), not by IP:
 //!    the limiter runs after authentication so one noisy key cannot starve the others.
 //!
@@ -196,19 +198,45 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
 }
 
 async fn authenticate(state: &AppState, parts: &mut Parts) -> Result<Principal, ApiError> {
-    if state.api.keys.is_open() {
-        return Ok(Principal::Key { name: ANONYMOUS.into(), admin: true });
-    }
-    let token = bearer_token(parts)?;
-    if let Some(p) = state.api.keys.find(&token) {
-        return Ok(p);
-    }
-    if let Some(agent_id) = agent_route_id(parts).await
-        && agent_credential_matches(state, &agent_id, &token).await?
+    let agent_id = agent_route_id(parts).await;
+    let key = if state.api.keys.is_open() {
+        Some(Principal::Key { name: ANONYMOUS.into(), admin: true })
+    } else {
+        let token = bearer_token(parts)?;
+        match state.api.keys.find(&token) {
+            Some(p) => Some(p),
+            None => {
+                // Not an API key: on an agent route it may be that agent's own credential. The one
+                // lookup that checks it also says whether the agent is retired, so the retired
+                // check costs the credential path nothing.
+                let Some(id) = agent_id else { return Err(invalid_credential()) };
+                return match agent_credential(state, &id, &token).await? {
+                    Some(AgentCredential { retired: true }) => Err(retired(&id)),
+                    Some(AgentCredential { retired: false }) => Ok(Principal::Agent { id }),
+                    None => Err(invalid_credential()),
+                };
+            }
+        }
+    };
+    let principal = key.ok_or_else(invalid_credential)?;
+    // An API key acting on a retired agent's routes gets the same 410 as the agent itself: a
+    // retired agent is gone for every agent route (CSR, job status, work, heartbeat, …), decided
+    // here once instead of in each handler.
+    if let Some(id) = agent_id
+        && agent_is_retired(state, &id).await?
     {
-        return Ok(Principal::Agent { id: agent_id });
+        return Err(retired(&id));
     }
-    Err(ApiError::Unauthorized("invalid API key or agent credential".into()))
+    Ok(principal)
+}
+
+fn invalid_credential() -> ApiError {
+    ApiError::Unauthorized("invalid API key or agent credential".into())
+}
+
+/// The answer of every agent route of a retired agent (`DELETE /api/v1/agents/{id}`).
+fn retired(agent_id: &str) -> ApiError {
+    ApiError::Gone(format!("agent '{}' is retired", super::error::shorten(agent_id)))
 }
 
 fn bearer_token(parts: &Parts) -> Result<String, ApiError> {
@@ -237,15 +265,31 @@ async fn agent_route_id(parts: &mut Parts) -> Option<String> {
     params.iter().find(|(k, _)| *k == "id").map(|(_, v)| v.to_string())
 }
 
-/// The agent-credential lookup: one primary-key read.
-pub const AGENT_CREDENTIAL_SQL: &str = "SELECT credential_hash FROM agents WHERE id = $1";
+/// The agent-credential lookup: one primary-key read, which also says whether the agent is
+/// retired.
+pub const AGENT_CREDENTIAL_SQL: &str = "SELECT credential_hash, retired_at IS NOT NULL FROM agents WHERE id = $1";
 
-/// `hex(sha256(token)) == agents.credential_hash`, compared in constant time.
-async fn agent_credential_matches(state: &AppState, agent_id: &str, token: &str) -> Result<bool, ApiError> {
-    let stored: Option<String> =
-        sqlx::query_scalar(AGENT_CREDENTIAL_SQL).bind(agent_id).fetch_optional(&state.pool).await?;
-    let Some(stored) = stored else { return Ok(false) };
-    Ok(credential_matches(&stored, token))
+/// An agent credential that matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AgentCredential {
+    /// The agent was retired (`DELETE /api/v1/agents/{id}`).
+    retired: bool,
+}
+
+/// `Some` when `hex(sha256(token)) == agents.credential_hash` (compared in constant time).
+async fn agent_credential(state: &AppState, agent_id: &str, token: &str) -> Result<Option<AgentCredential>, ApiError> {
+    let stored: Option<(String, bool)> =
+        sqlx::query_as(AGENT_CREDENTIAL_SQL).bind(agent_id).fetch_optional(&state.pool).await?;
+    Ok(stored.filter(|(hash, _)| credential_matches(hash, token)).map(|(_, retired)| AgentCredential { retired }))
+}
+
+/// Whether agent `agent_id` exists and is retired (unknown agents are left to the handler's 404).
+async fn agent_is_retired(state: &AppState, agent_id: &str) -> Result<bool, ApiError> {
+    let retired: Option<bool> = sqlx::query_scalar("SELECT retired_at IS NOT NULL FROM agents WHERE id = $1")
+        .bind(agent_id)
+        .fetch_optional(&state.pool)
+        .await?;
+    Ok(retired == Some(true))
 }
 
 /// Whether `token` hashes to `stored_hex` (lower- or upper-case hex), in constant time.

@@ -170,7 +170,7 @@ pub async fn run_server_job(state: &AppState, job: &ClaimedJob) -> Result<(), Jo
         let ca = issuance::local_ca(state, &ctx.issuer()).await?;
         let algorithm =
             ctx.profile().map_or_else(|| issuance::DEFAULT_KEY_ALGORITHM.to_string(), |p| p.default_key_algorithm);
-        let req = ctx.leaf_request();
+        let req = ctx.leaf_request()?;
         let alg = algorithm.clone();
         // Key generation and signing are CPU work (RSA keygen takes seconds): keep them off the
         // async workers.
