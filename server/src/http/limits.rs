@@ -91,7 +91,7 @@ fn limit_schema(schema: &mut Value, field: &str, doc_schemas: &mut Vec<String>) 
     if is_string(obj) {
         let limit = limit_of(field);
         let documented = obj.get("maxLength").and_then(Value::as_u64);
-        if documented.is_none_or(|n| usize::try_from(n).map_or(true, |n| n > limit)) {
+        if documented.is_none_or(|n| n > limit as u64) {
             obj.insert("maxLength".into(), Value::from(limit));
         }
     }
