@@ -77,6 +77,17 @@ pub struct Config {
     #[arg(long, env = "CERTCTL_SERVER_PORT", default_value_t = 8443)]
     pub server_port: u16,
 
+    /// Time a client has to send a complete HTTP/1.1 request head (request line and headers),
+    /// counted from the connection opening or the previous response; then the connection is
+    /// closed. This also bounds how long an idle keep-alive connection waits for its next request.
+    #[arg(long, env = "CERTCTL_SERVER_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub server_header_read_timeout: Duration,
+
+    /// A connection on which nothing is read or written for this long is closed (HTTP/1.1 and
+    /// HTTP/2, plain and TLS). Keep it above the slowest request's processing time.
+    #[arg(long, env = "CERTCTL_SERVER_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub server_idle_timeout: Duration,
+
     /// PEM certificate chain for HTTPS. With the key set, the server speaks TLS 1.2/1.3; unset,
     /// plain HTTP (with a warning at startup).
     #[arg(long, env = "CERTCTL_SERVER_TLS_CERT_PATH", requires = "server_tls_key_path")]
@@ -386,6 +397,8 @@ impl Config {
             ("CERTCTL_AUDIT_FLUSH_INTERVAL", self.audit_flush_interval),
             ("CERTCTL_JOB_LEASE", self.job_lease),
             ("CERTCTL_REQUEST_TIMEOUT", self.request_timeout),
+            ("CERTCTL_SERVER_HEADER_READ_TIMEOUT", self.server_header_read_timeout),
+            ("CERTCTL_SERVER_IDLE_TIMEOUT", self.server_idle_timeout),
         ] {
             if d.is_zero() {
                 return Err(err(var, "must be greater than zero".into()));

@@ -10,6 +10,7 @@
 //! - [`http`]: router, middleware (request id, tracing, body limit), the error envelope, and one
 //!   module per resource.
 //! - [`issuance`]: the local CA and the signing entry points.
+//! - [`jobs`]: the job state machine (which status changes a job may make, and by whom).
 //! - [`metrics`]: process-local counters and histograms for `/metrics`.
 //! - [`pg_embedded`]: a throw-away PostgreSQL cluster for development, tests and the harness.
 //! - [`notify`]: notification events and their delivery (webhook, email, log) with retry/dead.
@@ -29,6 +30,7 @@ pub mod config;
 pub mod db;
 pub mod http;
 pub mod issuance;
+pub mod jobs;
 pub mod metrics;
 pub mod notify;
 pub mod pg_embedded;
@@ -152,6 +154,7 @@ pub async fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Run
     let shutdown = state.shutdown.clone();
     let drain_timeout = state.config.shutdown_timeout;
     let st = state.clone();
+    let limits = http::conn::ConnLimits::from_config(&state.config);
     let tls = match (&state.config.server_tls_cert_path, &state.config.server_tls_key_path) {
         (Some(cert), Some(key)) => {
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -172,11 +175,7 @@ pub async fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Run
         // and drained before the pool closes.
         let served: anyhow::Result<()> = async move {
             match tls {
-                None => {
-                    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-                        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                        .await?;
-                }
+                None => http::conn::serve_plain(listener, router, limits, shutdown, drain_timeout).await?,
                 Some(tls) => {
                     let handle = axum_server::Handle::new();
                     let h = handle.clone();
@@ -185,10 +184,11 @@ pub async fn serve(listener: TcpListener, state: AppState) -> anyhow::Result<Run
                         sd.cancelled().await;
                         h.graceful_shutdown(Some(drain_timeout));
                     });
-                    axum_server::from_tcp_rustls(listener.into_std()?, tls)?
-                        .handle(handle)
-                        .serve(router.into_make_service_with_connect_info::<SocketAddr>())
-                        .await?;
+                    let mut server = axum_server::from_tcp_rustls(listener.into_std()?, tls)?
+                        .map(|tls| http::conn::IdleAcceptor::new(tls, limits.idle_timeout))
+                        .handle(handle);
+                    limits.configure(server.http_builder());
+                    server.serve(router.into_make_service_with_connect_info::<SocketAddr>()).await?;
                 }
             }
             Ok(())

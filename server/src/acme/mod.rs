@@ -39,7 +39,7 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodFilter, get, on, post};
+use axum::routing::{MethodFilter, any, get, on, post};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgPool;
@@ -272,17 +272,19 @@ impl FromRequestParts<AppState> for Ctx {
     }
 }
 
-/// Adds `Link: <directory>;rel="index"` to every ACME response and a fresh `Replay-Nonce` to
-/// every response to a POST, errors included (RFC 8555 §6.5: nonces are only ever spent by
-/// POSTs). GET `directory` and `renewal-info` — hot, unauthenticated paths — carry none, not even
-/// on errors, so a flood of unknown certIDs costs no INSERT; `new-nonce` sets its own.
+/// Adds `Link: <directory>;rel="index"` to every ACME response, and a fresh `Replay-Nonce` plus
+/// `Cache-Control: no-store` to every response to a POST and to every error, GET errors included
+/// (RFC 8555 §6.5: the server SHOULD provide a nonce in error responses, so a client can retry at
+/// once; an error must not be cached). Successful GETs (`directory`, `renewal-info`) stay cheap
+/// and cacheable: they carry no nonce; `new-nonce` sets its own.
 pub async fn middleware(State(state): State<AppState>, req: Request, next: axum::middleware::Next) -> Response {
     let base = base_url(&state.config, req.headers());
     let (_, prefix) = split_path(req.uri().path(), &state.config.acme_default_profile);
     let directory = format!("<{base}{prefix}/directory>;rel=\"index\"");
     let is_post = req.method() == Method::POST;
     let mut resp = next.run(req).await;
-    if is_post && !resp.headers().contains_key("replay-nonce") {
+    let fresh = is_post || resp.status().is_client_error() || resp.status().is_server_error();
+    if fresh && !resp.headers().contains_key("replay-nonce") {
         match state.acme.nonces.issue().await {
             Ok(n) => {
                 if let Ok(v) = HeaderValue::from_str(&n) {
@@ -295,7 +297,7 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: axum:
     if let Ok(v) = HeaderValue::from_str(&directory) {
         resp.headers_mut().append(header::LINK, v);
     }
-    if is_post {
+    if fresh {
         resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     resp
@@ -336,6 +338,12 @@ async fn method_not_allowed() -> Problem {
         .with_status(StatusCode::METHOD_NOT_ALLOWED)
 }
 
+/// Any other path under `/acme`: a 404 problem document (not the REST envelope), with the
+/// nonce, `Link` and `Cache-Control` every ACME error carries.
+async fn unknown_resource() -> Problem {
+    Problem::not_found("no such ACME resource")
+}
+
 /// The ACME router: every endpoint under `/acme/profile/{profile}/` and under `/acme/`.
 /// Merged into the application router outside any API-key layer (contract §3).
 pub fn router(state: AppState) -> Router<AppState> {
@@ -360,7 +368,10 @@ pub fn router(state: AppState) -> Router<AppState> {
             .route(&format!("{p}/revoke-cert"), post(order::revoke).fallback(method_not_allowed))
             .route(&format!("{p}/renewal-info/{{cert_id}}"), get(ari::renewal_info).fallback(method_not_allowed));
     }
-    r.layer(axum::middleware::from_fn_with_state(state, middleware))
+    r.route("/acme", any(unknown_resource))
+        .route("/acme/", any(unknown_resource))
+        .route("/acme/{*rest}", any(unknown_resource))
+        .layer(axum::middleware::from_fn_with_state(state, middleware))
 }
 
 /// How long an order that ended without a certificate stays readable after its expiry before

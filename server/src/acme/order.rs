@@ -125,31 +125,18 @@ fn with_location(mut resp: Response, url: &str) -> Response {
     resp
 }
 
-/// Validates a DNS identifier (RFC 1035 preferred syntax, lower-cased). `*.` is allowed only
-/// when `wildcard_ok`.
+/// Validates a DNS identifier by the shared name rules ([`crate::issuance::names`]), lower-cased;
+/// `rejectedIdentifier` naming the value otherwise (RFC 8555 §7.4). `*.` is allowed only when
+/// `wildcard_ok`. ACME names must also have at least two labels: the challenges validate them
+/// through DNS, where a single label (`localhost`) means nothing.
 pub fn normalize_dns(value: &str, wildcard_ok: bool) -> Result<String, Problem> {
-    let v = value.trim_end_matches('.').to_ascii_lowercase();
-    let (wild, name) = match v.strip_prefix("*.") {
-        Some(rest) => (true, rest),
-        None => (false, v.as_str()),
-    };
-    let labels: Vec<&str> = name.split('.').collect();
-    let label_ok = |l: &&str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    let ok = name.len() <= 253
-        && labels.len() >= 2
-        && labels.iter().all(label_ok)
-        && labels.last().is_some_and(|tld| !tld.bytes().all(|b| b.is_ascii_digit()));
-    if !ok {
-        return Err(Problem::new(ProblemKind::RejectedIdentifier, format!("'{value}' is not a valid DNS name")));
+    let rejected = |detail: String| Problem::new(ProblemKind::RejectedIdentifier, detail);
+    let v = crate::issuance::names::dns_name(value).map_err(|e| rejected(e.to_string()))?;
+    if !v.contains('.') {
+        return Err(rejected(format!("'{value}' is not a fully qualified DNS name")));
     }
-    if wild && !wildcard_ok {
-        return Err(Problem::new(ProblemKind::RejectedIdentifier, "wildcard names are not allowed here"));
+    if v.starts_with("*.") && !wildcard_ok {
+        return Err(rejected("wildcard names are not allowed here".into()));
     }
     Ok(v)
 }
@@ -562,6 +549,7 @@ async fn issue(
     use crate::issuance::IssuanceError;
     let signed = crate::issuance::sign_csr(state, issuer_id, Some(profile_id), csr_pem).await.map_err(|e| match e {
         IssuanceError::BadCsr(m) | IssuanceError::NotAllowed(m) => Problem::new(ProblemKind::BadCsr, m),
+        IssuanceError::Name(e) => Problem::new(ProblemKind::RejectedIdentifier, e.to_string()),
         IssuanceError::NotFound(m) => Problem::unauthorized(format!("profile '{profile_id}' cannot issue: {m}")),
         other => Problem::internal(format!("issuance failed: {other}")),
     })?;
@@ -684,7 +672,9 @@ pub fn serial_candidates(raw: &[u8]) -> Vec<String> {
     out
 }
 
-/// RFC 5280 §5.3.1 reason codes ACME clients may send (7 is unused; RFC 8555 §7.6).
+/// RFC 5280 §5.3.1 reason codes ACME clients may send (RFC 8555 §7.6). 7 is unused, and 8
+/// (`removeFromCRL`) only ever appears in delta CRLs (RFC 5280 §5.3.1), so both are refused
+/// with `badRevocationReason`.
 fn reason_name(code: i64) -> Option<&'static str> {
     Some(match code {
         0 => "unspecified",
@@ -694,7 +684,6 @@ fn reason_name(code: i64) -> Option<&'static str> {
         4 => "superseded",
         5 => "cessationOfOperation",
         6 => "certificateHold",
-        8 => "removeFromCRL",
         9 => "privilegeWithdrawn",
         10 => "aACompromise",
         _ => return None,
@@ -716,8 +705,10 @@ pub async fn revoke(State(state): State<AppState>, signed: Signed) -> Result<Res
             v.as_i64().ok_or_else(|| Problem::new(ProblemKind::BadRevocationReason, "reason must be an integer"))?
         }
     };
-    let reason = reason_name(code)
-        .ok_or_else(|| Problem::new(ProblemKind::BadRevocationReason, format!("reason code {code} is not allowed")))?;
+    let reason = reason_name(code).ok_or_else(|| {
+        let why = if code == 8 { " (removeFromCRL is reserved for delta CRLs, RFC 5280 §5.3.1)" } else { "" };
+        Problem::new(ProblemKind::BadRevocationReason, format!("reason code {code} is not allowed{why}"))
+    })?;
     let (_, cert) = X509Certificate::from_der(&der).map_err(|_| Problem::malformed("certificate does not parse"))?;
     let fingerprint = hex::encode(Sha256::digest(&der));
     let candidates = serial_candidates(cert.tbs_certificate.raw_serial());

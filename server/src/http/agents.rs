@@ -562,11 +562,14 @@ pub struct JobStatusReport {
     pub error: Option<String>,
 }
 
-/// Reports the status of one of the agent's own jobs. Finished jobs cannot change (409).
+/// Reports the status of one of the agent's own jobs. Only the changes the job model
+/// ([`crate::jobs::TRANSITIONS`]) lets an agent make are accepted; anything else, including any
+/// change to a finished job, is a 409.
 #[utoipa::path(post, path = "/api/v1/agents/{id}/jobs/{job_id}/status", tag = "agents", params(AgentJobPath), request_body = JobStatusReport,
     responses((status = 200, description = "updated", body = Job), (status = 400, description = "not a job status", body = ErrorBody),
               (status = 403, description = "not this agent", body = ErrorBody), (status = 404, description = "not a job of this agent", body = ErrorBody),
-              (status = 409, description = "job already finished", body = ErrorBody)))]
+              (status = 409, description = "job already finished, or a change the job model does not allow an agent (e.g. completing an AwaitingCSR job without its CSR)", body = ErrorBody),
+              (status = 410, description = "retired agent", body = ErrorBody)))]
 pub async fn job_status(
     State(state): State<AppState>,
     caller: Caller,
@@ -576,30 +579,47 @@ pub async fn job_status(
     caller.require_agent(&p.id)?;
     require_one_of("status", &body.status, JOB_STATUSES)?;
     let mut tx = state.pool.begin().await?;
+    // Lock the job, then decide from its current status: the check and the write see one state.
+    let current: Option<(String, String)> =
+        sqlx::query_as("SELECT type, status FROM jobs WHERE id = $1 AND agent_id = $2 FOR UPDATE")
+            .bind(&p.job_id)
+            .bind(&p.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some((job_type, from)) = current else {
+        return Err(ApiError::NotFound(format!(
+            "job '{}' not found for agent '{}'",
+            super::error::shorten(&p.job_id),
+            super::error::shorten(&p.id)
+        )));
+    };
+    crate::jobs::check_agent_report(&job_type, &from, &body.status).map_err(|r| ApiError::Conflict(r.to_string()))?;
+    if job_type != "Deployment" && body.status == "Failed" {
+        // A signing job the agent gives up on fails like any other (attempts, retry, the
+        // certificate's `Failed` status and the `issuance_failed` event when none are left).
+        tx.rollback().await?;
+        let error = body.error.as_deref().unwrap_or("the agent reported the job failed");
+        crate::scheduler::jobs::fail_job(&state, &p.job_id, error, chrono::Utc::now()).await?;
+        return sqlx::query_as::<_, Job>(sql!("SELECT {JOB_COLS} FROM jobs WHERE id = $1"))
+            .bind(&p.job_id)
+            .fetch_one(&state.pool)
+            .await
+            .map(ApiJson)
+            .map_err(ApiError::from);
+    }
     let job = sqlx::query_as::<_, Job>(sql!(
         "UPDATE jobs SET status = $3, last_error = COALESCE($4, last_error), updated_at = now(),
                 started_at = CASE WHEN $3 = 'Running' THEN COALESCE(started_at, now()) ELSE started_at END,
                 completed_at = CASE WHEN $3 IN ('Completed', 'Failed', 'Cancelled') THEN now() ELSE completed_at END
-          WHERE id = $2 AND agent_id = $1 AND status NOT IN ('Completed', 'Failed', 'Cancelled')
+          WHERE id = $2 AND agent_id = $1
           RETURNING {JOB_COLS}"
     ))
     .bind(&p.id)
     .bind(&p.job_id)
     .bind(&body.status)
     .bind(&body.error)
-    .fetch_optional(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
-    let Some(job) = job else {
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE id = $1 AND agent_id = $2")
-            .bind(&p.job_id)
-            .bind(&p.id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        return Err(match status {
-            Some(s) => ApiError::Conflict(format!("job is already {s}")),
-            None => ApiError::NotFound(format!("job '{}' not found for agent '{}'", p.job_id, p.id)),
-        });
-    };
     if job.job_type == "Deployment" && job.status == "Completed" {
         sqlx::query("UPDATE managed_certificates SET last_deployed_at = now(), updated_at = now() WHERE id = $1")
             .bind(&job.certificate_id)

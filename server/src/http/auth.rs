@@ -7,7 +7,9 @@
 //! 3. On the agent routes (`/api/v1/agents/{id}/…`) a token that is not an API key may be that
 //!    agent's own credential: `hex(sha256(token))` is compared in constant time with
 //!    `agents.credential_hash` of the agent named in the path (one primary-key lookup). The
-//!    load harness seeds agents with exactly that hash, so nothing else may be assumed.
+//!    load harness seeds agents with exactly that hash, so nothing else may be assumed. The same
+//!    lookup returns whether the agent is retired: a retired agent gets 410 on every agent route,
+//!    and so does an API key acting on a retired agent's routes.
 //! 4. The caller is then rate limited by its identity (key name, or `agent:<id>` plus a prefix
 //!    of the presented credential's hash), not by IP: the limiter runs after authentication so
 //!    one noisy key cannot starve the others.
@@ -15,7 +17,7 @@
 //! The heartbeat (the hottest route) is the one exception to step 3: on the routes of
 //! [`SELF_VERIFYING_AGENT_ROUTES`] the credential is not looked up here but handed to the handler
 //! as an [`AgentClaim`], whose single UPDATE both verifies it and records the call (see
-//! `agents::heartbeat`). A claim is not a [`Principal`]: the [`Caller`] extractor refuses it, so
+//! `agents::heartbeat`, which also answers 410 for a retired agent). A claim is not a [`Principal`]: the [`Caller`] extractor refuses it, so
 //! no other handler can mistake an unverified credential for an authenticated caller. Its rate
 //! limit bucket is keyed by the claimed id *and* the credential hash, so somebody who knows an
 //! agent's id but not its credential cannot use up that agent's budget.
@@ -227,26 +229,55 @@ enum Identity {
 
 /// The caller and its rate-limit bucket.
 async fn authenticate(state: &AppState, parts: &mut Parts) -> Result<(Identity, String), ApiError> {
-    if state.api.keys.is_open() {
-        return Ok((Identity::Caller(Principal::Key { name: ANONYMOUS.into(), admin: true }), key_rate_key(ANONYMOUS)));
-    }
-    let token = bearer_token(parts)?;
-    if let Some(p) = state.api.keys.find(&token) {
-        // `find` only answers keys, whose actor is the key name.
-        let key = key_rate_key(&p.actor());
-        return Ok((Identity::Caller(p), key));
-    }
-    if let Some((agent_id, self_verifying)) = agent_route_id(parts).await {
-        let hash = credential_hash(&token);
-        let key = agent_rate_key(&agent_id, &hash);
-        if self_verifying {
-            return Ok((Identity::Claim(AgentClaim { id: agent_id, credential_hash: hash }), key));
+    let agent_route = agent_route_id(parts).await;
+    let (principal, key) = if state.api.keys.is_open() {
+        (Principal::Key { name: ANONYMOUS.into(), admin: true }, key_rate_key(ANONYMOUS))
+    } else {
+        let token = bearer_token(parts)?;
+        match state.api.keys.find(&token) {
+            Some(p) => {
+                // `find` only answers keys, whose actor is the key name.
+                let key = key_rate_key(&p.actor());
+                (p, key)
+            }
+            None => {
+                // Not an API key: on an agent route it may be that agent's own credential.
+                let Some((agent_id, self_verifying)) = agent_route else { return Err(invalid_credential()) };
+                let hash = credential_hash(&token);
+                let key = agent_rate_key(&agent_id, &hash);
+                if self_verifying {
+                    return Ok((Identity::Claim(AgentClaim { id: agent_id, credential_hash: hash }), key));
+                }
+                // The one lookup that checks the credential also says whether the agent is
+                // retired, so the retired check costs the credential path nothing.
+                return match agent_credential(state, &agent_id, &hash).await? {
+                    Some(AgentCredential { retired: true }) => Err(retired(&agent_id)),
+                    Some(AgentCredential { retired: false }) => {
+                        Ok((Identity::Caller(Principal::Agent { id: agent_id }), key))
+                    }
+                    None => Err(invalid_credential()),
+                };
+            }
         }
-        if agent_credential_matches(state, &agent_id, &hash).await? {
-            return Ok((Identity::Caller(Principal::Agent { id: agent_id }), key));
-        }
+    };
+    // An API key acting on a retired agent's routes gets the same 410 as the agent itself: a
+    // retired agent is gone for every agent route (CSR, job status, work, heartbeat, …), decided
+    // here once instead of in each handler.
+    if let Some((id, _)) = &agent_route
+        && agent_is_retired(state, id).await?
+    {
+        return Err(retired(id));
     }
-    Err(ApiError::Unauthorized("invalid API key or agent credential".into()))
+    Ok((Identity::Caller(principal), key))
+}
+
+fn invalid_credential() -> ApiError {
+    ApiError::Unauthorized("invalid API key or agent credential".into())
+}
+
+/// The answer of every agent route of a retired agent (`DELETE /api/v1/agents/{id}`).
+fn retired(agent_id: &str) -> ApiError {
+    ApiError::Gone(format!("agent '{}' is retired", super::error::shorten(agent_id)))
 }
 
 fn bearer_token(parts: &Parts) -> Result<String, ApiError> {
@@ -320,18 +351,34 @@ impl<S: Send + Sync> FromRequestParts<S> for AgentAuth {
     }
 }
 
-/// The agent-credential lookup: one primary-key read.
-pub const AGENT_CREDENTIAL_SQL: &str = "SELECT credential_hash FROM agents WHERE id = $1";
+/// The agent-credential lookup: one primary-key read, which also says whether the agent is
+/// retired.
+pub const AGENT_CREDENTIAL_SQL: &str = "SELECT credential_hash, retired_at IS NOT NULL FROM agents WHERE id = $1";
 
-/// `hash` (`hex(sha256(token))`) `== agents.credential_hash`, compared in constant time.
-async fn agent_credential_matches(state: &AppState, agent_id: &str, hash: &str) -> Result<bool, ApiError> {
+/// An agent credential that matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct AgentCredential {
+    /// The agent was retired (`DELETE /api/v1/agents/{id}`).
+    retired: bool,
+}
+
+/// `Some` when `hash` (`hex(sha256(token))`) `== agents.credential_hash` (constant time).
+async fn agent_credential(state: &AppState, agent_id: &str, hash: &str) -> Result<Option<AgentCredential>, ApiError> {
     // A read: retrying it on a fresh connection after the pooled one died is always safe.
-    let stored: Option<String> = crate::db::retry_idempotent(|| {
-        sqlx::query_scalar(AGENT_CREDENTIAL_SQL).bind(agent_id).fetch_optional(&state.pool)
+    let stored: Option<(String, bool)> = crate::db::retry_idempotent(|| {
+        sqlx::query_as(AGENT_CREDENTIAL_SQL).bind(agent_id).fetch_optional(&state.pool)
     })
     .await?;
-    let Some(stored) = stored else { return Ok(false) };
-    Ok(hash_matches(&stored, hash))
+    Ok(stored.filter(|(stored, _)| hash_matches(stored, hash)).map(|(_, retired)| AgentCredential { retired }))
+}
+
+/// Whether agent `agent_id` exists and is retired (unknown agents are left to the handler's 404).
+async fn agent_is_retired(state: &AppState, agent_id: &str) -> Result<bool, ApiError> {
+    let retired: Option<bool> = sqlx::query_scalar("SELECT retired_at IS NOT NULL FROM agents WHERE id = $1")
+        .bind(agent_id)
+        .fetch_optional(&state.pool)
+        .await?;
+    Ok(retired == Some(true))
 }
 
 /// Whether `token` hashes to `stored_hex` (lower- or upper-case hex), in constant time.

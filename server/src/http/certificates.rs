@@ -324,6 +324,30 @@ pub struct CreateCertificate {
     pub tags: Option<Value>,
 }
 
+/// 422 naming the offending value unless the common name and every SAN pass the shared name
+/// rules ([`crate::issuance::names`]) and, under a profile, their distinct count is within its
+/// `max_sans`. An unknown profile is left to the foreign key (422 as well).
+async fn check_names(
+    pool: &sqlx::PgPool,
+    common_name: &str,
+    sans: &[String],
+    profile_id: Option<&str>,
+) -> Result<(), ApiError> {
+    let max_sans: Option<i32> = match profile_id {
+        Some(id) => {
+            sqlx::query_scalar("SELECT max_sans FROM certificate_profiles WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        }
+        None => None,
+    };
+    let max = max_sans.map(|m| usize::try_from(m).unwrap_or(0));
+    crate::issuance::names::check_all(std::iter::once(common_name).chain(sans.iter().map(String::as_str)), max)
+        .map(|_| ())
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))
+}
+
 fn check_tags(tags: &Option<Value>) -> Result<(), ApiError> {
     match tags {
         Some(t) if !t.is_object() => Err(ApiError::BadRequest("tags must be a JSON object".into())),
@@ -337,7 +361,7 @@ fn check_tags(tags: &Option<Value>) -> Result<(), ApiError> {
     responses((status = 201, description = "created", body = Certificate),
               (status = 400, description = "malformed body", body = ErrorBody),
               (status = 409, description = "duplicate name", body = ErrorBody),
-              (status = 422, description = "unknown reference", body = ErrorBody)))]
+              (status = 422, description = "unknown reference, an invalid common name or SAN (named in the message), or more names than the profile's max_sans", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     _caller: Caller,
@@ -354,6 +378,7 @@ pub async fn create(
         require_text(f, v)?;
     }
     check_tags(&body.tags)?;
+    check_names(&state.pool, &body.common_name, &body.sans, body.certificate_profile_id.as_deref()).await?;
     let id = match &body.id {
         Some(id) => {
             require_id("id", id)?;
@@ -488,7 +513,7 @@ pub struct UpdateCertificate {
 #[utoipa::path(put, path = "/api/v1/certificates/{id}", tag = "certificates", params(CertPath), request_body = UpdateCertificate,
     responses((status = 200, description = "updated", body = Certificate), (status = 400, description = "malformed body", body = ErrorBody),
               (status = 404, description = "unknown", body = ErrorBody), (status = 409, description = "duplicate name", body = ErrorBody),
-              (status = 422, description = "unknown reference", body = ErrorBody)))]
+              (status = 422, description = "unknown reference, an invalid common name or SAN (named in the message), or more names than the profile's max_sans", body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     _caller: Caller,
@@ -509,6 +534,14 @@ pub async fn update(
         }
     }
     check_tags(&body.tags)?;
+    if body.common_name.is_some() || body.sans.is_some() || body.certificate_profile_id.is_some() {
+        // The names and the profile are checked together, as the certificate will have them.
+        let current = fetch(&state.pool, &p.id).await?;
+        let common_name = body.common_name.as_deref().unwrap_or(&current.common_name);
+        let sans = body.sans.as_ref().unwrap_or(&current.sans);
+        let profile = body.certificate_profile_id.as_deref().or(current.certificate_profile_id.as_deref());
+        check_names(&state.pool, common_name, sans, profile).await?;
+    }
     sqlx::query_as::<_, Certificate>(sql!(
         "UPDATE managed_certificates SET
             name = COALESCE($2, name), common_name = COALESCE($3, common_name), sans = COALESCE($4, sans),
@@ -718,7 +751,9 @@ pub async fn renew(
     Ok((StatusCode::ACCEPTED, ApiJson(RenewAccepted { status: "renewal_triggered".into(), job_id })).into_response())
 }
 
-/// RFC 5280 §5.3.1 CRLReason names and codes (7 is unused by the RFC).
+/// RFC 5280 §5.3.1 CRLReason names and codes a revocation may carry. 7 is unused by the RFC;
+/// `removeFromCRL` (8) is left out on purpose: RFC 5280 §5.3.1 reserves it for delta CRLs (it
+/// un-lists a certificate on hold), so it can never be the reason a certificate is revoked.
 pub const REVOCATION_REASONS: &[(&str, i32)] = &[
     ("unspecified", 0),
     ("keyCompromise", 1),
@@ -727,7 +762,6 @@ pub const REVOCATION_REASONS: &[(&str, i32)] = &[
     ("superseded", 4),
     ("cessationOfOperation", 5),
     ("certificateHold", 6),
-    ("removeFromCRL", 8),
     ("privilegeWithdrawn", 9),
     ("aACompromise", 10),
 ];
@@ -735,6 +769,11 @@ pub const REVOCATION_REASONS: &[(&str, i32)] = &[
 /// The canonical reason name and code for `reason` (case-insensitive; default `unspecified`).
 pub fn revocation_reason(reason: Option<&str>) -> Result<(&'static str, i32), ApiError> {
     let Some(reason) = reason.filter(|r| !r.is_empty()) else { return Ok(("unspecified", 0)) };
+    if reason.eq_ignore_ascii_case("removeFromCRL") {
+        return Err(ApiError::BadRequest(
+            "reason removeFromCRL is reserved for delta CRLs (RFC 5280 §5.3.1) and cannot revoke a certificate".into(),
+        ));
+    }
     REVOCATION_REASONS.iter().find(|(name, _)| name.eq_ignore_ascii_case(reason)).copied().ok_or_else(|| {
         let names: Vec<&str> = REVOCATION_REASONS.iter().map(|(n, _)| *n).collect();
         ApiError::BadRequest(format!("reason must be one of {}", names.join(", ")))
@@ -748,7 +787,7 @@ pub struct RevokeRequest {
     /// RFC 5280 reason name (empty or absent: `unspecified`; matched case-insensitively). The pattern
     /// lists [`REVOCATION_REASONS`]; `revocation_reasons_use_rfc5280_names` keeps them equal.
     #[schema(
-        pattern = "^(|unspecified|keyCompromise|cACompromise|affiliationChanged|superseded|cessationOfOperation|certificateHold|removeFromCRL|privilegeWithdrawn|aACompromise)$"
+        pattern = "^(|unspecified|keyCompromise|cACompromise|affiliationChanged|superseded|cessationOfOperation|certificateHold|privilegeWithdrawn|aACompromise)$"
     )]
     pub reason: Option<String>,
 }
@@ -1031,7 +1070,7 @@ pub struct BulkRevokeRequest {
     /// RFC 5280 reason name (empty or absent: `unspecified`; matched case-insensitively). The pattern
     /// lists [`REVOCATION_REASONS`]; `revocation_reasons_use_rfc5280_names` keeps them equal.
     #[schema(
-        pattern = "^(|unspecified|keyCompromise|cACompromise|affiliationChanged|superseded|cessationOfOperation|certificateHold|removeFromCRL|privilegeWithdrawn|aACompromise)$"
+        pattern = "^(|unspecified|keyCompromise|cACompromise|affiliationChanged|superseded|cessationOfOperation|certificateHold|privilegeWithdrawn|aACompromise)$"
     )]
     pub reason: Option<String>,
 }
@@ -1170,6 +1209,7 @@ mod tests {
         assert_eq!(revocation_reason(Some("keycompromise")).ok(), Some(("keyCompromise", 1)));
         assert_eq!(revocation_reason(None).ok(), Some(("unspecified", 0)));
         assert!(revocation_reason(Some("bored")).is_err());
+        assert!(revocation_reason(Some("removeFromCRL")).is_err(), "reserved for delta CRLs");
         let names: Vec<&str> = REVOCATION_REASONS.iter().map(|(n, _)| *n).collect();
         let schema = serde_json::to_value(<RevokeRequest as utoipa::PartialSchema>::schema()).unwrap_or_default();
         let pattern = schema["properties"]["reason"]["pattern"].as_str().unwrap_or_default().to_string();

@@ -295,6 +295,9 @@ pub fn body_rejection(e: BytesRejection) -> ApiError {
 /// U+0000 are refused up front: PostgreSQL `text` and `jsonb` cannot store NUL, so letting one
 /// through would only fail later inside a statement (or, for jsonb, as a 500).
 ///
+/// Every string in the body must be within its field's length limit ([`super::limits`]), or it is
+/// a 400 naming the field.
+///
 /// Every request body of this API is a JSON object; serde would otherwise also build a struct
 /// from a JSON array of its fields in order (`[null, null]`), so anything else is refused here.
 /// `null` passes through for [`super::extract::OptionalJson`], which parses into `Option<T>`.
@@ -310,6 +313,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         && holds_nul(&value)
     {
         return Err(ApiError::BadRequest("text must not contain NUL (\\u0000) characters".into()));
+    }
+    // Text length limits (super::limits): a body of at most TEXT_MAX bytes cannot hold a string
+    // over any limit, so small bodies (heartbeats, status reports) skip the extra parse.
+    if bytes.len() > super::limits::TEXT_MAX
+        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes)
+    {
+        super::limits::check_body(&value)?;
     }
     Json::<T>::from_bytes(bytes).map(|Json(v)| v).map_err(json_rejection)
 }

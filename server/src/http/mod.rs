@@ -21,12 +21,14 @@ pub mod agents;
 pub mod audit;
 pub mod auth;
 pub mod certificates;
+pub mod conn;
 pub mod deadline;
 pub mod error;
 pub mod etag;
 pub mod extract;
 pub mod health;
 pub mod jobs;
+pub mod limits;
 pub mod metrics;
 pub mod notifications;
 pub mod organisation;
@@ -167,6 +169,9 @@ const API_DESCRIPTION: &str = "Certificate lifecycle control plane.\n\n\
 Every failure answers the JSON envelope `{\"error\", \"message\", \"request_id\"}`. \
 Request bodies are JSON objects. Text (in the path, the query string or a body, including \
 object keys) must not contain NUL (U+0000, `%00`): PostgreSQL cannot store it, so it is a 400. \
+Every string in a request body, at any depth, is limited by the name of its field: 255 characters \
+unless the schema's `maxLength` says otherwise (`csr_pem` 8192, `description`, `error` and \
+`message` 4096, `url` 2048); a longer value is a 400 naming the field. \
 Integer fields take JSON integers (`90`, not `90.0`).";
 
 /// Joins the parts into the served document: bearer auth by default, public routes marked.
@@ -200,7 +205,20 @@ fn assemble(mut protected: OpenApi, mut public: OpenApi, mut metrics: OpenApi, m
         .get_or_insert_with(Default::default)
         .add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
     doc.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
-    doc
+    with_length_limits(doc)
+}
+
+/// `doc` with the text limits [`limits::check_body`] enforces written in as `maxLength`.
+fn with_length_limits(doc: OpenApi) -> OpenApi {
+    let Ok(mut value) = serde_json::to_value(&doc) else { return doc };
+    limits::document(&mut value);
+    match serde_json::from_value(value) {
+        Ok(limited) => limited,
+        Err(e) => {
+            tracing::error!(error = %e, "could not document the text limits in the OpenAPI document");
+            doc
+        }
+    }
 }
 
 /// The OpenAPI document of the router built for a configuration with `metrics_public`.

@@ -26,8 +26,9 @@ use super::{IssuanceError, SignedCertificate};
 /// Issuer type served by the built-in local CA.
 pub const LOCAL_CA_TYPE: &str = "GenericCA";
 
-/// Lifetime of a newly created CA certificate.
-const CA_VALIDITY_DAYS: i64 = 3650;
+/// Lifetime of a newly created CA certificate; no leaf outlives its CA, so this is also the
+/// largest `validity_days` an issuer or profile accepts ([`super::MAX_VALIDITY_DAYS`]).
+pub const CA_VALIDITY_DAYS: i64 = 3650;
 
 /// A loaded local CA, ready to sign.
 pub struct LocalCa {
@@ -84,7 +85,13 @@ fn ca_err(e: impl std::fmt::Display) -> IssuanceError {
 }
 
 /// Converts a chrono time to the `time` type rcgen uses (whole seconds, as X.509 encodes).
+/// X.509 times are UTCTime or GeneralizedTime (RFC 5280 §4.1.2.5), four-digit years: a time
+/// outside years 0–9999 is an error here, before the encoder would panic on it.
 pub(crate) fn to_offset(t: DateTime<Utc>) -> Result<time::OffsetDateTime, IssuanceError> {
+    use chrono::Datelike;
+    if !(0..=9999).contains(&t.year()) {
+        return Err(IssuanceError::Ca(format!("{t} cannot be encoded in an X.509 certificate or CRL")));
+    }
     time::OffsetDateTime::from_unix_timestamp(t.timestamp()).map_err(ca_err)
 }
 
@@ -130,13 +137,7 @@ async fn read_ca(pool: &PgPool, issuer_id: &str, secret: Option<&str>) -> Result
             .await?;
     let Some((cert_pem, stored_key)) = row else { return Ok(None) };
     let key_pem = crypto::decrypt(secret, &stored_key).map_err(ca_err)?;
-    let key = KeyPair::from_pem(&key_pem).map_err(ca_err)?;
-    let cert_der = pem::parse(&cert_pem).map_err(ca_err)?.into_contents();
-    let (_, parsed) = x509_parser::parse_x509_certificate(&cert_der).map_err(ca_err)?;
-    let not_after = DateTime::from_timestamp(parsed.validity().not_after.timestamp(), 0)
-        .ok_or_else(|| IssuanceError::Ca("CA notAfter out of range".into()))?;
-    let issuer = Issuer::from_ca_cert_der(&cert_der.clone().into(), key).map_err(ca_err)?;
-    Ok(Some(LocalCa { issuer_id: issuer_id.to_string(), cert_pem, cert_der, not_after, issuer }))
+    LocalCa::from_pem(issuer_id, cert_pem, &key_pem).map(Some)
 }
 
 fn new_ca_material(common_name: &str, now: DateTime<Utc>) -> Result<(String, String), IssuanceError> {
@@ -148,8 +149,13 @@ fn new_ca_material(common_name: &str, now: DateTime<Utc>) -> Result<(String, Str
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    params.not_before = to_offset(now - chrono::Duration::hours(1))?;
-    params.not_after = to_offset(now + chrono::Duration::days(CA_VALIDITY_DAYS))?;
+    let out_of_range = || IssuanceError::Ca(format!("CA validity from {now} is out of range"));
+    let start = now.checked_sub_signed(chrono::TimeDelta::hours(1)).ok_or_else(out_of_range)?;
+    let end = chrono::TimeDelta::try_days(CA_VALIDITY_DAYS)
+        .and_then(|d| now.checked_add_signed(d))
+        .ok_or_else(out_of_range)?;
+    params.not_before = to_offset(start)?;
+    params.not_after = to_offset(end)?;
     params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
     params.key_identifier_method = KeyIdMethod::Sha256;
     let cert = params.self_signed(&key).map_err(ca_err)?;
@@ -169,6 +175,8 @@ pub struct LeafRequest {
     pub extended_key_usages: Vec<String>,
     /// Requested lifetime in days.
     pub validity_days: i64,
+    /// The profile's SAN cap, when there is a profile.
+    pub max_sans: Option<usize>,
 }
 
 /// Maps a profile's EKU name to rcgen's purpose.
@@ -185,6 +193,45 @@ pub fn eku(name: &str) -> Result<ExtendedKeyUsagePurpose, IssuanceError> {
 }
 
 impl LocalCa {
+    /// A CA from its certificate and (clear) private key, PEM.
+    pub fn from_pem(issuer_id: &str, cert_pem: String, key_pem: &str) -> Result<LocalCa, IssuanceError> {
+        let key = KeyPair::from_pem(key_pem).map_err(ca_err)?;
+        let cert_der = pem::parse(&cert_pem).map_err(ca_err)?.into_contents();
+        let (_, parsed) = x509_parser::parse_x509_certificate(&cert_der).map_err(ca_err)?;
+        let not_after = DateTime::from_timestamp(parsed.validity().not_after.timestamp(), 0)
+            .ok_or_else(|| IssuanceError::Ca("CA notAfter out of range".into()))?;
+        let issuer = Issuer::from_ca_cert_der(&cert_der.clone().into(), key).map_err(ca_err)?;
+        Ok(LocalCa { issuer_id: issuer_id.to_string(), cert_pem, cert_der, not_after, issuer })
+    }
+
+    /// A new, unstored CA valid from `now` for [`CA_VALIDITY_DAYS`] (what the first use of an
+    /// issuer persists; also what tests sign with).
+    pub fn generate(issuer_id: &str, common_name: &str, now: DateTime<Utc>) -> Result<LocalCa, IssuanceError> {
+        let (cert_pem, key_pem) = new_ca_material(common_name, now)?;
+        LocalCa::from_pem(issuer_id, cert_pem, &key_pem)
+    }
+
+    /// The validity of a leaf signed at `now` for `validity_days` (at least one day): from `now`
+    /// (whole seconds) to `now + validity_days`, never past the CA's own end. Every step is
+    /// checked: a lifetime beyond what a date can hold is simply capped at the CA's end, and a
+    /// CA that has already expired is an error, never a panic.
+    pub fn leaf_validity(
+        &self,
+        validity_days: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(DateTime<Utc>, DateTime<Utc>), IssuanceError> {
+        let not_before = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
+        let end = chrono::TimeDelta::try_days(validity_days.max(1)).and_then(|d| not_before.checked_add_signed(d));
+        let not_after = end.map_or(self.not_after, |end| end.min(self.not_after));
+        if not_after <= not_before {
+            return Err(IssuanceError::Ca(format!(
+                "the CA of issuer '{}' is valid only until {}; it cannot sign at {not_before}",
+                self.issuer_id, self.not_after
+            )));
+        }
+        Ok((not_before, not_after))
+    }
+
     /// Signs a leaf for `public_key` at `now`. Pure CPU work (no I/O).
     pub fn issue(
         &self,
@@ -192,8 +239,10 @@ impl LocalCa {
         public_key: &impl PublicKeyData,
         now: DateTime<Utc>,
     ) -> Result<SignedCertificate, IssuanceError> {
-        let not_before = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
-        let not_after = (not_before + chrono::Duration::days(req.validity_days.max(1))).min(self.not_after);
+        // Every signature passes here, whichever path asked for it (agent CSR, server keygen,
+        // ACME finalize): the name rules and the SAN cap are checked once more on what is signed.
+        super::names::check_split(&req.dns_names, &req.ip_addresses, req.max_sans)?;
+        let (not_before, not_after) = self.leaf_validity(req.validity_days, now)?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, req.common_name.as_str());

@@ -12,6 +12,7 @@
 
 pub mod ca;
 pub mod crypto;
+pub mod names;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -55,6 +56,9 @@ pub enum IssuanceError {
     /// No such issuer, profile, certificate or job.
     #[error("{0}")]
     NotFound(String),
+    /// A name the rules of [`names`] refuse, or more names than the profile's `max_sans`.
+    #[error(transparent)]
+    Name(#[from] names::NameError),
     /// The target is not in a state that allows this (e.g. no job awaiting a CSR).
     #[error("{0}")]
     Conflict(String),
@@ -71,6 +75,7 @@ impl From<IssuanceError> for ApiError {
         match e {
             IssuanceError::BadCsr(m) => ApiError::BadRequest(format!("bad CSR: {m}")),
             IssuanceError::NotAllowed(m) => ApiError::Unprocessable(m),
+            IssuanceError::Name(e) => ApiError::Unprocessable(e.to_string()),
             IssuanceError::NotFound(m) => ApiError::NotFound(m),
             IssuanceError::Conflict(m) => ApiError::Conflict(m),
             IssuanceError::Ca(m) => ApiError::Internal(format!("CA: {m}")),
@@ -78,6 +83,10 @@ impl From<IssuanceError> for ApiError {
         }
     }
 }
+
+/// Largest `validity_days` an issuer or a profile accepts (write time, 422 beyond): the
+/// lifetime of the local CA itself, which no leaf may outlive.
+pub const MAX_VALIDITY_DAYS: i32 = ca::CA_VALIDITY_DAYS as i32;
 
 /// Key algorithm used when a profile names none.
 pub const DEFAULT_KEY_ALGORITHM: &str = "ECDSA-P256";
@@ -110,6 +119,13 @@ pub struct ProfileInfo {
     pub default_key_algorithm: String,
     /// Most SAN entries allowed.
     pub max_sans: i32,
+}
+
+impl ProfileInfo {
+    /// `max_sans` as a count (a negative value allows nothing).
+    pub fn max_names(&self) -> usize {
+        usize::try_from(self.max_sans).unwrap_or(0)
+    }
 }
 
 /// Reads an issuer; `NotFound` when there is none.
@@ -238,29 +254,6 @@ fn check_key_algorithm(profile: Option<&ProfileInfo>, alg: &str) -> Result<(), I
     }
 }
 
-/// Splits names into DNS and IP SANs, lower-cased and de-duplicated, order kept.
-fn split_names<'a>(names: impl IntoIterator<Item = &'a str>) -> (Vec<String>, Vec<IpAddr>) {
-    let mut dns: Vec<String> = Vec::new();
-    let mut ips: Vec<IpAddr> = Vec::new();
-    for n in names {
-        let n = n.trim();
-        if n.is_empty() {
-            continue;
-        }
-        match n.parse::<IpAddr>() {
-            Ok(ip) if !ips.contains(&ip) => ips.push(ip),
-            Ok(_) => {}
-            Err(_) => {
-                let l = n.to_ascii_lowercase();
-                if !dns.contains(&l) {
-                    dns.push(l);
-                }
-            }
-        }
-    }
-    (dns, ips)
-}
-
 /// Signs `csr_pem` with issuer `issuer_id` under profile `profile_id` (validity, EKUs, SAN
 /// limits). Does not store anything.
 ///
@@ -291,11 +284,8 @@ pub async fn sign_csr(
                 _ => return Err(IssuanceError::BadCsr("CSR names no subject (no SAN and no CN)".into())),
             }
         }
-        if let Some(p) = &profile
-            && dns.len() + ips.len() > usize::try_from(p.max_sans).unwrap_or(0)
-        {
-            return Err(IssuanceError::NotAllowed(format!("more than {} SANs requested", p.max_sans)));
-        }
+        let max_sans = profile.as_ref().map(ProfileInfo::max_names);
+        names::check_split(&dns, &ips, max_sans)?;
         let common_name = csr
             .common_name
             .clone()
@@ -309,6 +299,7 @@ pub async fn sign_csr(
             ip_addresses: ips,
             extended_key_usages: ekus(profile.as_ref()),
             validity_days: validity_days(&issuer, profile.as_ref()),
+            max_sans,
         };
         let ca = local_ca(state, &issuer).await?;
         ca.issue(&req, &csr.public_key, Utc::now())
@@ -380,18 +371,24 @@ impl CertContext {
         })
     }
 
-    /// The leaf this certificate should get: its CN and SANs, profile EKUs and lifetime.
-    pub fn leaf_request(&self) -> LeafRequest {
+    /// The leaf this certificate should get: its CN and SANs (checked by [`names`], distinct,
+    /// order kept, within the profile's `max_sans`), profile EKUs and lifetime. A row written
+    /// before the name rules existed is refused here rather than signed.
+    pub fn leaf_request(&self) -> Result<LeafRequest, IssuanceError> {
         let profile = self.profile();
-        let (dns, ips) =
-            split_names(std::iter::once(self.common_name.as_str()).chain(self.sans.iter().map(|s| s.as_str())));
-        LeafRequest {
+        let max_sans = profile.as_ref().map(ProfileInfo::max_names);
+        let (dns, ips) = names::check_all(
+            std::iter::once(self.common_name.as_str()).chain(self.sans.iter().map(|s| s.as_str())),
+            max_sans,
+        )?;
+        Ok(LeafRequest {
             common_name: self.common_name.clone(),
             dns_names: dns,
             ip_addresses: ips,
             extended_key_usages: ekus(profile.as_ref()),
             validity_days: validity_days(&self.issuer(), profile.as_ref()),
-        }
+            max_sans,
+        })
     }
 }
 
@@ -562,7 +559,7 @@ pub async fn complete_job_with_csr(
         let csr = parse_csr(csr_pem)?;
         let profile = ctx.profile();
         check_key_algorithm(profile.as_ref(), &csr.key_algorithm)?;
-        let req = ctx.leaf_request();
+        let req = ctx.leaf_request()?;
         for name in &csr.dns_names {
             if !req.dns_names.contains(name) {
                 return Err(IssuanceError::NotAllowed(format!(
@@ -624,6 +621,25 @@ pub async fn complete_job_with_csr(
     Ok(job_id)
 }
 
+/// `thisUpdate` and `nextUpdate` of a CRL signed at `now` (whole seconds): the next one is due
+/// after two CRL intervals, at least one hour. Checked throughout: an interval or a time no date
+/// can hold is an error, never a panic.
+pub fn crl_window(
+    now: DateTime<Utc>,
+    crl_interval: std::time::Duration,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), IssuanceError> {
+    let this_update = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
+    let lifetime = crl_interval
+        .checked_mul(2)
+        .and_then(|d| chrono::TimeDelta::from_std(d).ok())
+        .map(|d| d.max(chrono::TimeDelta::hours(1)))
+        .ok_or_else(|| IssuanceError::Ca(format!("CRL interval {crl_interval:?} is out of range")))?;
+    let next_update = this_update
+        .checked_add_signed(lifetime)
+        .ok_or_else(|| IssuanceError::Ca(format!("CRL nextUpdate after {this_update} is out of range")))?;
+    Ok((this_update, next_update))
+}
+
 /// Re-signs the CRL of `issuer_id` from `certificate_revocations` and stores it in
 /// `issuer_crls` with the next CRL number. Returns the DER.
 pub async fn generate_crl(state: &AppState, issuer_id: &str, now: DateTime<Utc>) -> Result<Vec<u8>, IssuanceError> {
@@ -646,10 +662,8 @@ pub async fn generate_crl(state: &AppState, issuer_id: &str, now: DateTime<Utc>)
         .bind(issuer_id)
         .fetch_optional(&mut *tx)
         .await?;
-    let number = last.unwrap_or(0) + 1;
-    let this_update = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
-    let lifetime = chrono::Duration::from_std(state.config.crl_interval * 2).unwrap_or(chrono::Duration::hours(2));
-    let next_update = this_update + lifetime.max(chrono::Duration::hours(1));
+    let number = last.unwrap_or(0).checked_add(1).ok_or_else(|| IssuanceError::Ca("CRL number exhausted".into()))?;
+    let (this_update, next_update) = crl_window(now, state.config.crl_interval)?;
     let der = ca.sign_crl(number, &revoked, this_update, next_update)?;
     sqlx::query(
         "INSERT INTO issuer_crls (issuer_id, crl_number, crl_der, this_update, next_update, created_at) \

@@ -342,7 +342,7 @@ fn sign(ctx: issuance::CertContext, ca: &issuance::ca::LocalCa, secret: Option<&
     let algorithm =
         ctx.profile().map_or_else(|| issuance::DEFAULT_KEY_ALGORITHM.to_string(), |p| p.default_key_algorithm);
     let key = issuance::generate_key(&algorithm)?;
-    let signed = ca.issue(&ctx.leaf_request(), &key, Utc::now())?;
+    let signed = ca.issue(&ctx.leaf_request()?, &key, Utc::now())?;
     let (stored_key, _) =
         issuance::crypto::seal_optional(secret, &key.serialize_pem()).map_err(|e| IssuanceError::Ca(e.to_string()))?;
     Ok(Issued { ctx, signed, stored_key, algorithm })
@@ -411,6 +411,24 @@ struct FailedRow {
     certificate_id: String,
     attempts: i32,
     max_attempts: i32,
+}
+
+/// Fails a job an agent reported failed (`POST …/jobs/{id}/status`): agent-driven jobs carry no
+/// server claim, so only the state is checked. Server-claimed jobs use [`fail_claimed_job`].
+pub async fn fail_job(state: &AppState, job_id: &str, error: &str, now: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    let mut tx = state.pool.begin().await?;
+    let rows = sqlx::query_as::<_, FailedRow>(
+        "UPDATE jobs SET status = 'Failed', last_error = $2, completed_at = $3, lease_expires_at = NULL, updated_at = $3 \
+          WHERE id = $1 AND status IN ('Running', 'AwaitingCSR') \
+         RETURNING id, certificate_id, attempts, max_attempts",
+    )
+    .bind(job_id)
+    .bind(error)
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?;
+    after_failures(state, &mut tx, &rows, error, now).await?;
+    tx.commit().await
 }
 
 /// Fails a job this instance claimed, if the claim is still ours (`claimed_by`, `attempts`):

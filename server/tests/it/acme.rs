@@ -99,13 +99,13 @@ async fn post(app: &TestApp, pfx: &str, jose: &Jose, url: &str, payload: Option<
     post_raw(app, url, &jose.sign_header(&jose.header(url, &n), payload)).await
 }
 
-/// Asserts a problem document of `typ` with `status`, carrying the index link (and a fresh
-/// nonce when it answers a POST).
-async fn assert_problem(r: reqwest::Response, status: u16, typ: &str) -> Value {
+/// Asserts a problem document of `typ` with `status`, carrying the index link, a fresh nonce
+/// and `Cache-Control: no-store` (every ACME error, GET or POST: RFC 8555 §6.5, §6.7).
+pub async fn assert_problem(r: reqwest::Response, status: u16, typ: &str) -> Value {
     assert_eq!(r.status().as_u16(), status, "status");
     assert_eq!(r.headers()["content-type"], "application/problem+json");
-    let is_get = r.url().path().contains("/renewal-info/") || r.url().path().ends_with("/directory");
-    assert_eq!(r.headers().contains_key("replay-nonce"), !is_get, "POST problems carry a fresh nonce, GETs none");
+    assert!(r.headers().contains_key("replay-nonce"), "every ACME error carries a fresh nonce");
+    assert_eq!(r.headers().get("cache-control").map(|v| v.as_bytes()), Some(&b"no-store"[..]), "errors are not cached");
     assert!(r.headers()["link"].to_str().expect("link").contains("rel=\"index\""));
     let v: Value = r.json().await.expect("problem json");
     assert_eq!(v["type"], format!("urn:ietf:params:acme:error:{typ}"), "{v}");
@@ -490,6 +490,32 @@ async fn http_01_is_really_validated_and_finalize_before_ready_is_refused() {
 }
 
 #[tokio::test]
+async fn new_order_refuses_what_the_shared_name_rules_refuse_naming_the_value() {
+    let app = spawn_app(&[]).await;
+    let pfx = prefix(&app, Some("prof-standard-tls"));
+    let mut jose = Jose::new();
+    register(&app, &pfx, &mut jose).await;
+    let url = format!("{pfx}/new-order");
+    for bad in ["*.*.com", "*", "*.com", "exa mple.com", "a..b.example", "10.0.0.1/8", "10.0.0.1", "f*o.example.com"] {
+        let ids = json!({"identifiers": [{"type": "dns", "value": "ok.example.com"}, {"type": "dns", "value": bad}]});
+        let v = assert_problem(post(&app, &pfx, &jose, &url, Some(&ids)).await, 400, "rejectedIdentifier").await;
+        assert!(v["detail"].as_str().unwrap_or_default().contains(bad), "{bad}: {v}");
+    }
+    // prof-standard-tls allows 100 names per certificate.
+    let many: Vec<Value> = (0..101).map(|i| json!({"type": "dns", "value": format!("n{i}.example.com")})).collect();
+    let v = assert_problem(
+        post(&app, &pfx, &jose, &url, Some(&json!({"identifiers": many}))).await,
+        400,
+        "rejectedIdentifier",
+    )
+    .await;
+    assert!(v["detail"].as_str().unwrap_or_default().contains("at most 100"), "{v}");
+    let (orders,): (i64,) = sqlx::query_as("SELECT count(*) FROM acme_orders").fetch_one(&app.pool).await.expect("n");
+    assert_eq!(orders, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn pending_orders_per_account_are_capped_with_a_429() {
     let app = spawn_app(&[]).await;
     let pfx = prefix(&app, Some("prof-standard-tls"));
@@ -633,6 +659,9 @@ async fn revocation_by_the_certificate_key_works_once() {
     let leaf = Jose::from_rcgen(&leaf_key);
     let bad = json!({"certificate": B64.encode(&leaf_der), "reason": 7});
     assert_problem(post(&app, &pfx, &leaf, &url, Some(&bad)).await, 400, "badRevocationReason").await;
+    // removeFromCRL (8) exists only in delta CRLs (RFC 5280 §5.3.1): never a reason to revoke.
+    let remove = json!({"certificate": B64.encode(&leaf_der), "reason": 8});
+    assert_problem(post(&app, &pfx, &leaf, &url, Some(&remove)).await, 400, "badRevocationReason").await;
     let r = post(&app, &pfx, &leaf, &url, Some(&payload)).await;
     assert_eq!(r.status(), 200);
     assert!(r.headers().contains_key("replay-nonce"));

@@ -224,6 +224,12 @@ async fn revoke_records_the_current_version_and_marks_the_certificate_revoked() 
     assert_eq!(versions.json["data"][0]["serial_number"], "bb02", "newest first");
 
     assert_envelope(&post(&app, "/api/v1/certificates/mc-demo-api/revoke", &json!({"reason": "bored"})).await, 400);
+    // removeFromCRL is reserved for delta CRLs (RFC 5280 §5.3.1), in any spelling.
+    for reason in ["removeFromCRL", "removefromcrl"] {
+        let a = post(&app, "/api/v1/certificates/mc-demo-api/revoke", &json!({"reason": reason})).await;
+        assert_envelope(&a, 400);
+        assert!(a.json["message"].as_str().unwrap_or_default().contains("removeFromCRL"), "{}", a.json);
+    }
     let a = post(&app, "/api/v1/certificates/mc-demo-api/revoke", &json!({"reason": "keyCompromise"})).await;
     assert_eq!(a.status, 200, "{}", a.json);
     assert_eq!(a.json["serial_number"], "bb02");

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{IdPath, ListQuery, choose_id, delete_row, get_row, insert_error, list_rows};
+use super::{IdPath, ListQuery, choose_id, delete_row, get_row, insert_error, list_rows, require_validity_days};
 use crate::AppState;
 use crate::http::audit::created;
 use crate::http::auth::Caller;
@@ -72,8 +72,8 @@ pub struct CreateIssuer {
     pub config: Option<Value>,
     /// Whether it issues (default true).
     pub enabled: Option<bool>,
-    /// Default validity in days (default 90, > 0).
-    #[schema(minimum = 1)]
+    /// Default validity in days (default 90, 1 to 3650).
+    #[schema(minimum = 1, maximum = 3650)]
     pub validity_days: Option<i32>,
 }
 
@@ -93,8 +93,8 @@ pub struct UpdateIssuer {
     pub config: Option<Value>,
     /// Whether it issues.
     pub enabled: Option<bool>,
-    /// Default validity in days (> 0).
-    #[schema(minimum = 1)]
+    /// Default validity in days (1 to 3650).
+    #[schema(minimum = 1, maximum = 3650)]
     pub validity_days: Option<i32>,
 }
 
@@ -129,6 +129,7 @@ pub async fn create(
     c.require_admin()?;
     require_text("name", &b.name)?;
     require_text("type", &b.issuer_type)?;
+    require_validity_days(b.validity_days)?;
     check_config(&b.config)?;
     let id = choose_id("iss", &b.id)?;
     let row = sqlx::query_as::<_, Issuer>(sql!(
@@ -174,6 +175,7 @@ pub async fn update(
     if let Some(n) = &b.name {
         require_text("name", n)?;
     }
+    require_validity_days(b.validity_days)?;
     check_config(&b.config)?;
     sqlx::query_as::<_, Issuer>(sql!(
         "UPDATE issuers SET name = COALESCE($2, name), config = COALESCE($3, config), enabled = COALESCE($4, enabled),

@@ -88,6 +88,19 @@ fn choose_id(prefix: &str, given: &Option<String>) -> Result<String, ApiError> {
     }
 }
 
+/// 422 unless a `validity_days` (when given) is between 1 and
+/// [`crate::issuance::MAX_VALIDITY_DAYS`]: no leaf can outlive its CA anyway, and an absurd value
+/// (2147483647) used to overflow the date arithmetic of the next issuance.
+fn require_validity_days(days: Option<i32>) -> Result<(), ApiError> {
+    match days {
+        Some(d) if !(1..=crate::issuance::MAX_VALIDITY_DAYS).contains(&d) => Err(ApiError::Unprocessable(format!(
+            "validity_days must be between 1 and {}, got {d}",
+            crate::issuance::MAX_VALIDITY_DAYS
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Maps an INSERT failure: a primary-key clash is a 409 naming the id; the rest as usual.
 fn insert_error(kind: &str, id: &str, e: sqlx::Error) -> ApiError {
     if let sqlx::Error::Database(db) = &e

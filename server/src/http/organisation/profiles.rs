@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{IdPath, ListQuery, choose_id, delete_row, get_row, insert_error, list_rows};
+use super::{IdPath, ListQuery, choose_id, delete_row, get_row, insert_error, list_rows, require_validity_days};
 use crate::AppState;
 use crate::http::audit::created;
 use crate::http::auth::Caller;
@@ -82,8 +82,8 @@ pub struct CreateProfile {
     pub allowed_key_algorithms: Option<Vec<String>>,
     /// Default key algorithm.
     pub default_key_algorithm: Option<String>,
-    /// Validity in days (> 0).
-    #[schema(minimum = 1)]
+    /// Validity in days (1 to 3650).
+    #[schema(minimum = 1, maximum = 3650)]
     pub validity_days: Option<i32>,
     /// Extended key usages.
     pub extended_key_usages: Option<Vec<String>>,
@@ -123,8 +123,8 @@ pub struct UpdateProfile {
     pub allowed_key_algorithms: Option<Vec<String>>,
     /// Default key algorithm.
     pub default_key_algorithm: Option<String>,
-    /// Validity in days (> 0).
-    #[schema(minimum = 1)]
+    /// Validity in days (1 to 3650).
+    #[schema(minimum = 1, maximum = 3650)]
     pub validity_days: Option<i32>,
     /// Extended key usages.
     pub extended_key_usages: Option<Vec<String>>,
@@ -169,13 +169,14 @@ pub async fn list(
 /// Creates a profile.
 #[utoipa::path(post, path = "/api/v1/profiles", tag = "profiles", request_body = CreateProfile,
     responses((status = 201, description = "created", body = Profile), (status = 400, description = "malformed body", body = ErrorBody),
-              (status = 409, description = "duplicate name or id", body = ErrorBody), (status = 422, description = "unknown reference", body = ErrorBody)))]
+              (status = 409, description = "duplicate name or id", body = ErrorBody), (status = 422, description = "unknown reference or validity_days out of range", body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     _c: Caller,
     ApiJson(b): ApiJson<CreateProfile>,
 ) -> Result<Response, ApiError> {
     validate(Some(&b.name), b.acme_auth_mode.as_deref())?;
+    require_validity_days(b.validity_days)?;
     let name = b.name.clone();
     let id = choose_id("prof", &b.id)?;
     let row = sqlx::query_as::<_, Profile>(sql!(
@@ -222,7 +223,7 @@ pub async fn get_one(
 #[utoipa::path(put, path = "/api/v1/profiles/{id}", tag = "profiles", params(IdPath), request_body = UpdateProfile,
     responses((status = 200, description = "updated", body = Profile), (status = 400, description = "malformed body", body = ErrorBody),
               (status = 404, description = "unknown", body = ErrorBody), (status = 409, description = "duplicate name", body = ErrorBody),
-              (status = 422, description = "unknown reference", body = ErrorBody)))]
+              (status = 422, description = "unknown reference or validity_days out of range", body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     _c: Caller,
@@ -230,6 +231,7 @@ pub async fn update(
     ApiJson(b): ApiJson<UpdateProfile>,
 ) -> Result<ApiJson<Profile>, ApiError> {
     validate(b.name.as_deref(), b.acme_auth_mode.as_deref())?;
+    require_validity_days(b.validity_days)?;
     sqlx::query_as::<_, Profile>(sql!(
         "UPDATE certificate_profiles SET name = COALESCE($2, name), description = COALESCE($3, description),
                 issuer_id = COALESCE($4, issuer_id), allowed_key_algorithms = COALESCE($5, allowed_key_algorithms),
