@@ -222,11 +222,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if !tls {
         tracing::warn!("CERTCTL_SERVER_TLS_CERT_PATH is not set: serving plain HTTP");
     }
+    // The signal handlers are registered before the server answers anything: a SIGINT that
+    // arrives right after `/ready` said 200 must drain, not kill the process.
+    let signals = Signals::register();
     let server = serve(listener, state).await?;
     tracing::info!(addr = %server.addr, instance = %server.state.instance_id, tls, "certctl-server listening");
     let token = server.state.shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.wait().await;
         tracing::info!("shutdown signal received: draining");
         token.cancel();
     });
@@ -235,18 +238,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGINT and SIGTERM streams, registered at creation (tokio installs the handler then).
+struct Signals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn register() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals { int: signal(SignalKind::interrupt()).ok(), term: signal(SignalKind::terminate()).ok() }
+    }
+
+    /// Waits for either signal (a stream that could not be registered never fires).
+    async fn wait(mut self) {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        tokio::select! {
+            () = recv(&mut self.int) => {}
+            () = recv(&mut self.term) => {}
+        }
     }
 }
 

@@ -9,32 +9,22 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-/// A pooled connection idle for longer than this is pinged before it is handed out.
-pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
-
 /// Opens the pool with exactly `max_conns` as its ceiling (the contract's "really applied").
 ///
-/// sqlx pings every connection it hands out by default: one more round trip — and one more
-/// wake-up of a PostgreSQL backend — per statement, which on the heartbeat was a third of the
-/// database's CPU per request (`docs/operator/scale-baseline.md`, Hot paths). Only connections
-/// that sat idle for [`PING_IF_IDLE_FOR`] are pinged here (one that fails the ping is closed and
-/// another taken); a busy connection proves itself with every statement, and a statement on a
-/// connection the server lost fails once and that connection is discarded.
+/// Every connection is pinged before it is handed out (sqlx's default). That costs one round
+/// trip per acquire — measured at about 15 % of the heartbeat's rate
+/// (`docs/operator/scale-baseline.md`, Hot paths) — and buys the fault guarantee that after a
+/// database restart or killed connections no request fails on a dead pooled connection
+/// (`docs/operator/scheduler-ha.md`, Faults; the `faults::` tests). Pinging only connections idle
+/// for 10 s was tried and refused for that reason: every connection killed while recently used
+/// then failed one request.
 pub async fn connect(url: &str, max_conns: u32) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(max_conns)
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(5))
         .idle_timeout(Duration::from_secs(300))
-        .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for < PING_IF_IDLE_FOR {
-                    return Ok(true);
-                }
-                Ok(sqlx::Connection::ping(conn).await.is_ok())
-            })
-        })
+        .test_before_acquire(true)
         .connect(url)
         .await
 }

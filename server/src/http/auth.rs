@@ -365,10 +365,9 @@ struct AgentCredential {
 /// `Some` when `hash` (`hex(sha256(token))`) `== agents.credential_hash` (constant time).
 async fn agent_credential(state: &AppState, agent_id: &str, hash: &str) -> Result<Option<AgentCredential>, ApiError> {
     // A read: retrying it on a fresh connection after the pooled one died is always safe.
-    let stored: Option<(String, bool)> = crate::db::retry_idempotent(|| {
-        sqlx::query_as(AGENT_CREDENTIAL_SQL).bind(agent_id).fetch_optional(&state.pool)
-    })
-    .await?;
+    let stored: Option<(String, bool)> =
+        crate::db::retry_idempotent(|| sqlx::query_as(AGENT_CREDENTIAL_SQL).bind(agent_id).fetch_optional(&state.pool))
+            .await?;
     Ok(stored.filter(|(stored, _)| hash_matches(stored, hash)).map(|(_, retired)| AgentCredential { retired }))
 }
 
