@@ -4,15 +4,19 @@
 //! 1. `CERTCTL_AUTH_TYPE=none`: every caller is the admin `anonymous`.
 //! 2. Otherwise the `Authorization: Bearer <token>` is hashed with SHA-256 and compared, in
 //!    constant time, with every configured API key's hash (keys are never kept in clear).
-//! 3. On the agent routes (`/api/v1/agents/{id}/…`) a token that is not an API key may be that
+//! 3. On the agent routes ([`Access::Agent`], `/api/v1/agents/{id}/…`) a token that is not an API key may be that
 //!    agent's own credential: `hex(sha256(token))` is compared in constant time with
 //!    `agents.credential_hash` of the agent named in the path (one primary-key lookup). The
 //!    load harness seeds agents with exactly that hash, so nothing else may be assumed.
 //! 4. The caller is then rate limited by its identity (key name, or `agent:<id>`), not by IP:
 //!    the limiter runs after authentication so one noisy key cannot starve the others.
 //!
-//! Handlers read the result with the [`Caller`] extractor and ask it for the permission they
-//! need ([`Caller::require_admin`], [`Caller::require_agent`]).
+//! 5. The route's role from [`super::access::ROUTES`] is enforced here, before any handler runs
+//!    (admin-only routes, agent routes): handlers never check roles themselves.
+//! 6. A token that matches nothing counts against the client address
+//!    ([`super::auth_failures`]); an address over that limit gets 429 before the agent lookup.
+//!
+//! Handlers read the result with the [`Caller`] extractor (the audit actor).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -30,6 +34,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::access::{self, Access};
+use super::auth_failures;
 use super::error::ApiError;
 use crate::AppState;
 use crate::config::{AuthType, Config};
@@ -179,13 +185,21 @@ impl RateLimits {
     }
 }
 
-/// Route layer: authenticates, rate limits, and stores the [`Principal`] as an extension.
+/// Route layer: authenticates, enforces the route's role ([`super::access`]), rate limits,
+/// and stores the [`Principal`] as an extension.
 pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
-    let principal = match authenticate(&state, &mut parts).await {
+    let access = match parts.extensions.get::<MatchedPath>() {
+        Some(route) => access::required(&parts.method, route.as_str()),
+        None => Access::Admin,
+    };
+    let principal = match authenticate(&state, &mut parts, access).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
+    if let Err(e) = authorize(access, &principal) {
+        return e.into_response();
+    }
     if let Some(limits) = &state.api.rate_limits
         && let Err(e) = limits.check(&principal)
     {
@@ -195,7 +209,10 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
     next.run(Request::from_parts(parts, body)).await
 }
 
-async fn authenticate(state: &AppState, parts: &mut Parts) -> Result<Principal, ApiError> {
+/// Who the caller is. An agent credential is looked up only on [`Access::Agent`] routes; a
+/// presented token that matches nothing counts against the client address
+/// ([`super::auth_failures`]), and an address over that limit is refused before the lookup.
+async fn authenticate(state: &AppState, parts: &mut Parts, access: Access) -> Result<Principal, ApiError> {
     if state.api.keys.is_open() {
         return Ok(Principal::Key { name: ANONYMOUS.into(), admin: true });
     }
@@ -203,12 +220,39 @@ async fn authenticate(state: &AppState, parts: &mut Parts) -> Result<Principal, 
     if let Some(p) = state.api.keys.find(&token) {
         return Ok(p);
     }
-    if let Some(agent_id) = agent_route_id(parts).await
+    let failures = state.api.auth_failures.as_ref();
+    let client = failures.map(|_| auth_failures::client_key(parts));
+    if let (Some(f), Some(c)) = (failures, &client) {
+        f.check(c)?;
+    }
+    if access == Access::Agent
+        && let Some(agent_id) = agent_route_id(parts).await
         && agent_credential_matches(state, &agent_id, &token).await?
     {
         return Ok(Principal::Agent { id: agent_id });
     }
+    if let (Some(f), Some(c)) = (failures, &client) {
+        f.record(c)?;
+    }
     Err(ApiError::Unauthorized("invalid API key or agent credential".into()))
+}
+
+/// The role check, the only one: `access` is the route's entry in [`super::access::ROUTES`].
+/// An agent principal exists only on [`Access::Agent`] routes and only for the agent in the
+/// path (authentication compared the credential with that agent's), so it needs no id check.
+fn authorize(access: Access, principal: &Principal) -> Result<(), ApiError> {
+    match (access, principal) {
+        (Access::Public | Access::AnyKey, Principal::Key { .. }) => Ok(()),
+        (_, Principal::Key { admin: true, .. }) => Ok(()),
+        (Access::Agent, Principal::Agent { .. }) => Ok(()),
+        (Access::Admin, Principal::Key { admin: false, .. }) => {
+            Err(ApiError::Forbidden("this route requires an admin API key".into()))
+        }
+        (Access::Agent, Principal::Key { admin: false, .. }) => {
+            Err(ApiError::Forbidden("agent endpoints need the agent's credential or an admin key".into()))
+        }
+        (_, Principal::Agent { .. }) => Err(ApiError::Forbidden("an agent credential is valid only on its agent's routes".into())),
+    }
 }
 
 fn bearer_token(parts: &Parts) -> Result<String, ApiError> {
@@ -226,13 +270,8 @@ fn bearer_token(parts: &Parts) -> Result<String, ApiError> {
     Ok(token.to_string())
 }
 
-/// The agent id of an agent-scoped route (`/api/v1/agents/{id}/<something>`), where an agent
-/// credential is acceptable. `GET /agents/{id}` itself and everything else are API-key only.
+/// The `{id}` of an [`Access::Agent`] route, whose credential the token may be.
 async fn agent_route_id(parts: &mut Parts) -> Option<String> {
-    let route = parts.extensions.get::<MatchedPath>()?.as_str();
-    if !route.starts_with("/api/v1/agents/{id}/") {
-        return None;
-    }
     let params = RawPathParams::from_request_parts(parts, &()).await.ok()?;
     params.iter().find(|(k, _)| *k == "id").map(|(_, v)| v.to_string())
 }
@@ -278,27 +317,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 }
 
 impl Caller {
-    /// 403 unless an admin API key.
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        match &self.0 {
-            Principal::Key { admin: true, .. } => Ok(()),
-            _ => Err(ApiError::Forbidden("this route requires an admin API key".into())),
-        }
-    }
-
-    /// Agent endpoints: the agent's own credential or an admin key; a non-admin key or another
-    /// agent's credential gets 403.
-    pub fn require_agent(&self, agent_id: &str) -> Result<(), ApiError> {
-        match &self.0 {
-            Principal::Key { admin: true, .. } => Ok(()),
-            Principal::Agent { id } if id == agent_id => Ok(()),
-            Principal::Agent { .. } => Err(ApiError::Forbidden("an agent may act only for itself".into())),
-            Principal::Key { .. } => {
-                Err(ApiError::Forbidden("agent endpoints need the agent's credential or an admin key".into()))
-            }
-        }
-    }
-
     /// The audit actor name.
     pub fn actor(&self) -> String {
         self.0.actor()

@@ -17,9 +17,11 @@ macro_rules! sql {
     ($($t:tt)*) => { sqlx::AssertSqlSafe(format!($($t)*)) };
 }
 
+pub mod access;
 pub mod agents;
 pub mod audit;
 pub mod auth;
+pub mod auth_failures;
 pub mod certificates;
 pub mod error;
 pub mod etag;
@@ -57,6 +59,8 @@ pub struct ApiState {
     pub keys: auth::KeyRing,
     /// Per-caller rate limits; `None` when disabled.
     pub rate_limits: Option<auth::RateLimits>,
+    /// Failed authentications per client address; `None` when disabled.
+    pub auth_failures: Option<auth_failures::AuthFailures>,
     /// Cached table gauges for `/metrics`.
     pub gauges: metrics::GaugeCache,
 }
@@ -67,6 +71,7 @@ impl ApiState {
         ApiState {
             keys: auth::KeyRing::from_config(config),
             rate_limits: auth::RateLimits::from_config(config),
+            auth_failures: auth_failures::AuthFailures::from_config(config),
             gauges: metrics::GaugeCache::default(),
         }
     }
@@ -94,18 +99,58 @@ fn public_routes() -> OpenApiRouter<AppState> {
 }
 
 fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    methods_mut(item).map(|(_, op)| op)
+}
+
+/// Every operation of `item` with its upper-case HTTP method.
+fn methods_mut(item: &mut PathItem) -> impl Iterator<Item = (&'static str, &mut Operation)> {
     [
-        &mut item.get,
-        &mut item.put,
-        &mut item.post,
-        &mut item.delete,
-        &mut item.options,
-        &mut item.head,
-        &mut item.patch,
-        &mut item.trace,
+        ("GET", &mut item.get),
+        ("PUT", &mut item.put),
+        ("POST", &mut item.post),
+        ("DELETE", &mut item.delete),
+        ("OPTIONS", &mut item.options),
+        ("HEAD", &mut item.head),
+        ("PATCH", &mut item.patch),
+        ("TRACE", &mut item.trace),
     ]
     .into_iter()
-    .filter_map(Option::as_mut)
+    .filter_map(|(m, op)| op.as_mut().map(|op| (m, op)))
+}
+
+/// Writes each operation's role from [`access::ROUTES`] into the document: the
+/// `x-certctl-access` extension, a sentence in the description, a 403 where a non-admin key is
+/// refused, and the agent-credential scheme on agent routes. Metrics operations are public when
+/// `metrics_public`.
+fn document_access(doc: &mut OpenApi, metrics_public: bool) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let metrics = path == "/metrics" || path == "/api/v1/metrics/prometheus";
+        for (method, op) in methods_mut(item) {
+            let access = match access::lookup(method, path) {
+                Some(_) if metrics && metrics_public => access::Access::Public,
+                Some(a) => a,
+                // Not in the table: the middleware treats it as admin-only (a unit test fails).
+                None => access::Access::Admin,
+            };
+            op.extensions
+                .get_or_insert_with(Default::default)
+                .insert("x-certctl-access".into(), serde_json::Value::from(access.name()));
+            let description = op.description.take().unwrap_or_default();
+            let sep = if description.is_empty() { "" } else { "\n\n" };
+            op.description = Some(format!("{description}{sep}{}", access.sentence()));
+            match access {
+                access::Access::Admin => add_response(op, "403", "not an admin API key"),
+                access::Access::Agent => {
+                    add_response(op, "403", "a non-admin API key");
+                    op.security = Some(vec![
+                        SecurityRequirement::new("bearer", Vec::<String>::new()),
+                        SecurityRequirement::new("agentCredential", Vec::<String>::new()),
+                    ]);
+                }
+                access::Access::Public | access::Access::AnyKey => {}
+            }
+        }
+    }
 }
 
 /// Marks every operation of `doc` as needing no credential (`security: [{}]`).
@@ -166,7 +211,13 @@ const API_DESCRIPTION: &str = "Certificate lifecycle control plane.\n\n\
 Every failure answers the JSON envelope `{\"error\", \"message\", \"request_id\"}`. \
 Request bodies are JSON objects. Text (in the path, the query string or a body, including \
 object keys) must not contain NUL (U+0000, `%00`): PostgreSQL cannot store it, so it is a 400. \
-Integer fields take JSON integers (`90`, not `90.0`).";
+Integer fields take JSON integers (`90`, not `90.0`).\n\n\
+Roles: every operation states who may call it (`x-certctl-access`: `public`, `any-key`, \
+`admin`, `agent`). A non-admin API key manages certificates, agents, teams, owners, jobs and \
+notifications, and reads everything; changing how the CA issues (profiles, issuers, renewal \
+policies) and bulk revocation need an admin key (else 403). An agent credential is accepted \
+only on its own agent's `/api/v1/agents/{id}/…` routes (anywhere else: 401). Failed \
+authentications are limited per client address (429 with `Retry-After`).";
 
 /// Joins the parts into the served document: bearer auth by default, public routes marked.
 fn assemble(mut protected: OpenApi, mut public: OpenApi, mut metrics: OpenApi, metrics_public: bool) -> OpenApi {
@@ -189,15 +240,22 @@ fn assemble(mut protected: OpenApi, mut public: OpenApi, mut metrics: OpenApi, m
     doc.merge(protected);
     doc.merge(public);
     doc.merge(metrics);
+    document_access(&mut doc, metrics_public);
     let components = doc.components.get_or_insert_with(Default::default);
     for name in certificates::SELECTOR_SCHEMAS {
         if let Some(schema) = components.schemas.remove(*name) {
             components.schemas.insert((*name).to_string(), certificates::with_selector_rule(schema));
         }
     }
-    doc.components
-        .get_or_insert_with(Default::default)
-        .add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    let mut agent = Http::new(HttpAuthScheme::Bearer);
+    agent.description = Some(
+        "An agent's own credential (returned once by POST /api/v1/agents), accepted only on that \
+         agent's /api/v1/agents/{id}/… routes."
+            .into(),
+    );
+    components.add_security_scheme("agentCredential", SecurityScheme::Http(agent));
     doc.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
     doc
 }
