@@ -162,6 +162,44 @@ fn mark_public(doc: &mut OpenApi) {
     }
 }
 
+/// Stateful links (OpenAPI `links`, what schemathesis's stateful phase follows): the 201 answer
+/// of every `POST /collection` links to each operation on `/collection/{id}` and below whose
+/// only path parameter is `id`, taking it from the created body's `id`.
+fn document_links(doc: &mut OpenApi) {
+    let targets: Vec<(String, Vec<&'static str>)> = doc
+        .paths
+        .paths
+        .iter_mut()
+        .filter(|(path, _)| path.matches('{').count() == 1)
+        .map(|(path, item)| (path.clone(), methods_mut(item).map(|(m, _)| m).collect()))
+        .collect();
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let Some(RefOr::T(created)) = item.post.as_mut().and_then(|op| op.responses.responses.get_mut("201")) else {
+            continue;
+        };
+        let member = format!("{path}/{{id}}");
+        for (target, methods) in &targets {
+            let Some(rest) = target.strip_prefix(&member).filter(|r| r.is_empty() || r.starts_with('/')) else {
+                continue;
+            };
+            let pointer = target.replace('~', "~0").replace('/', "~1");
+            for method in methods {
+                let method = method.to_ascii_lowercase();
+                let name: String = format!("{method}{}", rest.replace('/', "-"))
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                    .collect();
+                let link = utoipa::openapi::link::LinkBuilder::new()
+                    .operation_ref(format!("#/paths/{pointer}/{method}"))
+                    .parameter("id", "$response.body#/id")
+                    .description(format!("the created resource's {} {target}", method.to_ascii_uppercase()))
+                    .build();
+                created.links.insert(name, RefOr::T(link));
+            }
+        }
+    }
+}
+
 /// A response whose body is the JSON error envelope ([`error::ErrorBody`]).
 fn envelope_response(description: &str) -> RefOr<Response> {
     RefOr::T(
@@ -175,6 +213,25 @@ fn envelope_response(description: &str) -> RefOr<Response> {
 /// Adds `status` to `op` unless the handler's own annotation already describes it.
 fn add_response(op: &mut Operation, status: &str, description: &str) {
     op.responses.responses.entry(status.to_string()).or_insert_with(|| envelope_response(description));
+}
+
+/// Path parameters are never empty: an empty segment routes elsewhere (`/certificates//revoke`
+/// is not `/certificates/{id}/revoke`), so the document says `minLength: 1` on every string
+/// path parameter instead of inviting clients to send one.
+fn document_path_parameters(doc: &mut OpenApi) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::schema::Schema;
+    for item in doc.paths.paths.values_mut() {
+        for op in operations_mut(item) {
+            for param in op.parameters.iter_mut().flatten() {
+                if param.parameter_in == ParameterIn::Path
+                    && let Some(RefOr::T(Schema::Object(schema))) = param.schema.as_mut()
+                {
+                    schema.min_length = Some(schema.min_length.unwrap_or(0).max(1));
+                }
+            }
+        }
+    }
 }
 
 /// Documents the failures that shared layers and extractors produce on every operation, so
@@ -241,6 +298,8 @@ fn assemble(mut protected: OpenApi, mut public: OpenApi, mut metrics: OpenApi, m
     doc.merge(public);
     doc.merge(metrics);
     document_access(&mut doc, metrics_public);
+    document_links(&mut doc);
+    document_path_parameters(&mut doc);
     let components = doc.components.get_or_insert_with(Default::default);
     for name in certificates::SELECTOR_SCHEMAS {
         if let Some(schema) = components.schemas.remove(*name) {
