@@ -251,7 +251,9 @@ fn authorize(access: Access, principal: &Principal) -> Result<(), ApiError> {
         (Access::Agent, Principal::Key { admin: false, .. }) => {
             Err(ApiError::Forbidden("agent endpoints need the agent's credential or an admin key".into()))
         }
-        (_, Principal::Agent { .. }) => Err(ApiError::Forbidden("an agent credential is valid only on its agent's routes".into())),
+        (_, Principal::Agent { .. }) => {
+            Err(ApiError::Forbidden("an agent credential is valid only on its agent's routes".into()))
+        }
     }
 }
 

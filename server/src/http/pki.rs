@@ -28,5 +28,6 @@ async fn crl(State(state): State<AppState>, ApiPath(issuer_id): ApiPath<String>)
     let refresh = state.config.crl_refresh_interval;
     let max_age = (refresh.as_secs() + u64::from(refresh.subsec_nanos() > 0)).max(1);
     let cache = format!("max-age={max_age}");
-    Ok(([(header::CONTENT_TYPE, "application/pkix-crl".to_string()), (header::CACHE_CONTROL, cache)], der).into_response())
+    Ok(([(header::CONTENT_TYPE, "application/pkix-crl".to_string()), (header::CACHE_CONTROL, cache)], der)
+        .into_response())
 }

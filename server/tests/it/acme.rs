@@ -253,7 +253,14 @@ async fn accounts_are_created_found_by_key_updated_and_deactivated() {
     // whether signed with its kid or (new-account) with its key.
     let r = post(&app, &pfx, &jose, &loc, None).await;
     assert_problem(r, 401, "unauthorized").await;
-    let r = post(&app, &pfx, &jose, &format!("{pfx}/new-order"), Some(&json!({"identifiers": [{"type": "dns", "value": "a.example.com"}]}))).await;
+    let r = post(
+        &app,
+        &pfx,
+        &jose,
+        &format!("{pfx}/new-order"),
+        Some(&json!({"identifiers": [{"type": "dns", "value": "a.example.com"}]})),
+    )
+    .await;
     assert_problem(r, 401, "unauthorized").await;
     jose.kid = None;
     let r = post(&app, &pfx, &jose, &format!("{pfx}/new-account"), Some(&json!({"onlyReturnExisting": true}))).await;
@@ -996,7 +1003,8 @@ async fn issue_cert_id(app: &TestApp, pfx: &str, jose: &Jose, names: &[&str]) ->
     let r = post(app, pfx, jose, order["finalize"].as_str().expect("finalize"), Some(&json!({"csr": csr}))).await;
     let order: Value = r.json().await.expect("finalized");
     assert_eq!(order["status"], "valid", "{order}");
-    let chain = post(app, pfx, jose, order["certificate"].as_str().expect("cert"), None).await.text().await.expect("pem");
+    let chain =
+        post(app, pfx, jose, order["certificate"].as_str().expect("cert"), None).await.text().await.expect("pem");
     let pems = ::pem::parse_many(&chain).expect("chain");
     let (_, leaf) = X509Certificate::from_der(pems[0].contents()).expect("leaf");
     let aki = leaf
@@ -1017,9 +1025,8 @@ async fn ari_replaces_must_name_a_known_related_certificate_is_echoed_and_is_use
     let mut jose = Jose::new();
     register(&app, &pfx, &mut jose).await;
     let cert_id = issue_cert_id(&app, &pfx, &jose, &["renew.example.com"]).await;
-    let order_for = |name: &str, replaces: &str| {
-        json!({"identifiers": [{"type": "dns", "value": name}], "replaces": replaces})
-    };
+    let order_for =
+        |name: &str, replaces: &str| json!({"identifiers": [{"type": "dns", "value": name}], "replaces": replaces});
     let new_order = format!("{pfx}/new-order");
 
     // The replacement order is accepted and echoes `replaces`, also when fetched again.

@@ -456,14 +456,19 @@ fn client_from(ip: [u8; 4]) -> reqwest::Client {
     reqwest::Client::builder().local_address(std::net::IpAddr::from(ip)).build().expect("client")
 }
 
-async fn status_of(client: &reqwest::Client, app: &crate::support::TestApp, path: &str, key: &str) -> reqwest::Response {
+async fn status_of(
+    client: &reqwest::Client,
+    app: &crate::support::TestApp,
+    path: &str,
+    key: &str,
+) -> reqwest::Response {
     client.post(app.url(path)).bearer_auth(key).send().await.expect("request")
 }
 
 #[tokio::test]
 async fn failed_authentications_are_limited_per_address_before_the_agent_lookup_and_valid_keys_never_wait() {
-    let app = spawn_app(&["--scheduler-enabled", "false", "--auth-failure-limit", "5", "--auth-failure-window", "1m"])
-        .await;
+    let app =
+        spawn_app(&["--scheduler-enabled", "false", "--auth-failure-limit", "5", "--auth-failure-window", "1m"]).await;
     let (agent, cred) = register_agent(&app, "guessed").await;
     let hb = format!("/api/v1/agents/{agent}/heartbeat");
     let attacker = client_from([127, 0, 0, 1]);

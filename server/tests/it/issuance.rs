@@ -289,7 +289,8 @@ fn crl_serials(der: &[u8]) -> Vec<String> {
 }
 
 async fn revoke(app: &crate::support::TestApp, id: &str) {
-    let r = app.post(&format!("/api/v1/certificates/{id}/revoke"), &serde_json::json!({"reason": "keyCompromise"})).await;
+    let r =
+        app.post(&format!("/api/v1/certificates/{id}/revoke"), &serde_json::json!({"reason": "keyCompromise"})).await;
     assert_eq!(r.status(), 200, "revoke {id}");
 }
 
@@ -340,14 +341,11 @@ async fn revocations_between_two_refresh_ticks_share_one_crl_re_sign() {
     for i in 1..=4 {
         revoke(&app, &format!("crl-burst-{i}")).await;
     }
-    let bulk = app
-        .post("/api/v1/certificates/bulk-revoke", &serde_json::json!({"certificate_ids": ["crl-burst-5"]}))
-        .await;
+    let bulk =
+        app.post("/api/v1/certificates/bulk-revoke", &serde_json::json!({"certificate_ids": ["crl-burst-5"]})).await;
     assert_eq!(bulk.status(), 200);
-    let requests: i64 = sqlx::query_scalar("SELECT count(*) FROM crl_refresh_requests")
-        .fetch_one(&app.pool)
-        .await
-        .expect("requests");
+    let requests: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM crl_refresh_requests").fetch_one(&app.pool).await.expect("requests");
     assert_eq!(requests, 1, "one request per issuer, however many revocations");
     run_tick(&state, LoopKind::CrlRefresh, chrono::Utc::now()).await.expect("tick");
     assert_eq!(number().await, before + 1, "one re-sign for the burst");

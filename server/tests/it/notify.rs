@@ -279,10 +279,13 @@ impl SmtpServer {
             .expect("start the SMTP server");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        tokio::time::timeout(std::time::Duration::from_secs(20), tokio::io::BufReader::new(stdout).read_line(&mut line))
-            .await
-            .expect("the SMTP server starts")
-            .expect("read its port");
+        tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            tokio::io::BufReader::new(stdout).read_line(&mut line),
+        )
+        .await
+        .expect("the SMTP server starts")
+        .expect("read its port");
         let port = line.trim().strip_prefix("PORT ").and_then(|p| p.parse().ok()).expect("PORT line");
         SmtpServer { port, log, _child: child, _dir: dir }
     }
@@ -299,8 +302,8 @@ impl SmtpServer {
 
 async fn spawn_with_smtp(port: u16) -> TestApp {
     let addr = format!("127.0.0.1:{port}");
-    let app = spawn_app(&["--scheduler-enabled", "false", "--smtp-addr", &addr, "--smtp-from", "certctl@example.com"])
-        .await;
+    let app =
+        spawn_app(&["--scheduler-enabled", "false", "--smtp-addr", &addr, "--smtp-from", "certctl@example.com"]).await;
     add_channel(&app.pool, "ch-mail", "email", serde_json::json!({ "to": "ops@example.com" })).await;
     app
 }
