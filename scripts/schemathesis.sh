@@ -118,9 +118,31 @@ for who in admin reader; do
       --request-timeout 10 \
       --suppress-health-check too_slow,filter_too_much \
       --report junit --report-junit-path "$REPORTS/$who.xml" \
+      --generation-database none \
       --no-color); then
-    status=1
-    log "the $who run found failures (JUnit report: $REPORTS/$who.xml)"
+    # A finding is a JUnit <failure>, or an <error> about the API or its document. Hypothesis's
+    # own internal errors (an IndexError inside its optimiser, seen with 6.x) are reported but
+    # are not findings about certctl.
+    if "$PYTHON" - "$REPORTS/$who.xml" <<'PY'
+import sys
+import xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+findings = 0
+for case in root.iter("testcase"):
+    for child in case:
+        text = (child.get("message") or "") + (child.text or "")
+        if child.tag == "failure" or (child.tag == "error" and "hypothesis/internal/" not in text):
+            findings += 1
+        elif child.tag == "error":
+            print(f"schemathesis: tool-internal error in {case.get('name')} (not a finding)", file=sys.stderr)
+sys.exit(1 if findings else 0)
+PY
+    then
+      log "the $who run had only Hypothesis-internal errors (see above): no finding"
+    else
+      status=1
+      log "the $who run found failures (JUnit report: $REPORTS/$who.xml)"
+    fi
   fi
 done
 kill -0 "$SERVER_PID" 2>/dev/null || fail "certctl-dev died during the run"

@@ -319,6 +319,34 @@ fn assemble(mut protected: OpenApi, mut public: OpenApi, mut metrics: OpenApi, m
     doc
 }
 
+/// The served JSON of `doc`. utoipa 5 serializes a Link object's `operationRef` as
+/// `operation_ref` (its `Link` lacks camelCase renaming), which OpenAPI tools do not recognise:
+/// the keys are renamed here, once, so the stateful links of [`document_links`] work.
+pub fn openapi_json(doc: &OpenApi) -> serde_json::Value {
+    let mut v = serde_json::to_value(doc).unwrap_or_else(|_| serde_json::json!({}));
+    let links = v["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(|op| op.get_mut("responses").and_then(serde_json::Value::as_object_mut))
+        .flat_map(|responses| responses.values_mut())
+        .filter_map(|r| r.get_mut("links").and_then(serde_json::Value::as_object_mut))
+        .flat_map(|links| links.values_mut())
+        .filter_map(serde_json::Value::as_object_mut);
+    for link in links {
+        for (from, to) in
+            [("operation_ref", "operationRef"), ("operation_id", "operationId"), ("request_body", "requestBody")]
+        {
+            if let Some(value) = link.remove(from) {
+                link.insert(to.into(), value);
+            }
+        }
+    }
+    v
+}
+
 /// The OpenAPI document of the router built for a configuration with `metrics_public`.
 pub fn openapi_document(metrics_public: bool) -> OpenApi {
     assemble(
@@ -339,7 +367,7 @@ pub fn router(state: AppState) -> Router {
     let (public, public_doc) = public_routes().split_for_parts();
     let (metrics_routes, metrics_doc) = metrics::router().split_for_parts();
     let doc = assemble(protected_doc, public_doc, metrics_doc, metrics_public);
-    let doc_json: Arc<str> = serde_json::to_string(&doc).unwrap_or_else(|_| "{}".into()).into();
+    let doc_json: Arc<str> = openapi_json(&doc).to_string().into();
 
     // Route layers run after routing, so they see `MatchedPath`; the last one added runs first.
     let protected = protected

@@ -258,6 +258,14 @@ async fn openapi_document_is_served_and_names_bearer_auth() {
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
     assert!(doc["paths"]["/api/v1/certificates/bulk-renew"]["post"].is_object());
     assert_eq!(doc["paths"]["/api/v1/auth/info"]["get"]["security"], json!([{}]));
+    // Stateful links: a created team links to its member operations, by OpenAPI's key names.
+    let link = &doc["paths"]["/api/v1/teams"]["post"]["responses"]["201"]["links"]["get"];
+    assert_eq!(link["operationRef"], "#/paths/~1api~1v1~1teams~1{id}/get", "{link}");
+    assert_eq!(link["parameters"]["id"], "$response.body#/id");
+    assert!(link.get("operation_ref").is_none());
+    // Path parameters are never empty.
+    let id = &doc["paths"]["/api/v1/teams/{id}"]["get"]["parameters"][0];
+    assert_eq!((id["in"].as_str(), id["schema"]["minLength"].as_u64()), (Some("path"), Some(1)), "{id}");
     // The same document is available without a server, for tooling.
     let built = serde_json::to_value(certctl_server::http::openapi_document(true)).expect("doc");
     assert_eq!(built["paths"].as_object().map(|p| p.len()), doc["paths"].as_object().map(|p| p.len()));
