@@ -5,14 +5,17 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: run test lint fmt deps build clean acme-e2e bench-hotpath bench-generator loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent loadtest-ceiling
+.PHONY: run test lint fmt deps build clean acme-e2e schemathesis loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent
 
-## Install PostgreSQL's server binaries when none are on the machine (Debian/Ubuntu, needs root).
+## Install PostgreSQL's server binaries when none are on the machine (Debian/Ubuntu, needs root),
+## the workflow linter, and the pinned Python test tools (scripts/py-tools.txt, a virtualenv).
 # Where cargo puts binaries (honours CARGO_TARGET_DIR, as cargo does).
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
 deps:
 	@bash scripts/ensure-postgres.sh
 	@bash scripts/ensure-actionlint.sh
+	@bash scripts/ensure-py-tools.sh >/dev/null
 
 ## Main job: certctl-server against a throw-away PostgreSQL with the demo seed (Ctrl-C stops it).
 run: deps
@@ -38,6 +41,11 @@ bench-hotpath: deps
 	@bash scripts/ensure-wrk.sh
 	$(CARGO) build --workspace --release --locked
 	python3 scripts/bench-hotpath.py --target-dir $(TARGET_DIR) $(BENCH_ARGS)
+## Property-based API checks: schemathesis (pinned, in a virtualenv) over the OpenAPI document
+## certctl-dev serves, with an admin and a non-admin key, fixed seed, bounded time (~4 min).
+schemathesis: deps
+	$(CARGO) build --workspace --all-targets --locked
+	bash scripts/schemathesis.sh
 
 ## fmt + clippy, as CI runs them.
 lint:

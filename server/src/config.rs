@@ -126,6 +126,17 @@ pub struct Config {
     #[arg(long, env = "CERTCTL_RATE_LIMIT_BURST", default_value_t = 100)]
     pub rate_limit_burst: u32,
 
+    /// Failed authentications (wrong API key or agent credential) allowed per client address
+    /// (IPv4 address, IPv6 /64) within CERTCTL_AUTH_FAILURE_WINDOW; past it the address gets 429
+    /// with Retry-After, before any database lookup, until the window frees up. Counted per
+    /// replica; valid API keys are never counted or delayed. 0 disables.
+    #[arg(long, env = "CERTCTL_AUTH_FAILURE_LIMIT", default_value_t = 20)]
+    pub auth_failure_limit: u32,
+
+    /// The sliding window of CERTCTL_AUTH_FAILURE_LIMIT.
+    #[arg(long, env = "CERTCTL_AUTH_FAILURE_WINDOW", default_value = "1m", value_parser = parse_duration)]
+    pub auth_failure_window: Duration,
+
     /// Backend of the sliding-window limiters (ACME limits): memory (per replica) or postgres
     /// (shared by all replicas).
     #[arg(long, env = "CERTCTL_RATELIMIT_BACKEND", value_enum, default_value_t = RateLimitBackend::Memory)]
@@ -237,6 +248,12 @@ pub struct Config {
     /// CRL generation: re-signs each local issuer's CRL.
     #[arg(long, env = "CERTCTL_CRL_INTERVAL", default_value = "1h", value_parser = parse_duration)]
     pub crl_interval: Duration,
+
+    /// Prompt CRL refresh: how often the leader looks for issuers with revocations newer than
+    /// their CRL and re-signs those. Revocations within one interval share one re-sign, so
+    /// this is both the longest a revocation waits for the CRL and the debounce under bursts.
+    #[arg(long, env = "CERTCTL_CRL_REFRESH_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub crl_refresh_interval: Duration,
 
     /// Leader election: how often a non-leader retries the advisory lock and the leader checks
     /// its dedicated connection is still alive.
@@ -394,6 +411,8 @@ impl Config {
             ("CERTCTL_ACME_GC_INTERVAL", self.acme_gc_interval),
             ("CERTCTL_RATELIMIT_JANITOR_INTERVAL", self.ratelimit_janitor_interval),
             ("CERTCTL_CRL_INTERVAL", self.crl_interval),
+            ("CERTCTL_CRL_REFRESH_INTERVAL", self.crl_refresh_interval),
+            ("CERTCTL_AUTH_FAILURE_WINDOW", self.auth_failure_window),
             ("CERTCTL_AUDIT_FLUSH_INTERVAL", self.audit_flush_interval),
             ("CERTCTL_JOB_LEASE", self.job_lease),
             ("CERTCTL_REQUEST_TIMEOUT", self.request_timeout),

@@ -120,7 +120,7 @@ pub async fn new_account(State(state): State<AppState>, signed: Signed) -> Resul
     let thumbprint = key.thumbprint();
     if let Some(existing) = load_by_thumbprint(&state.pool, &ctx.profile.id, &thumbprint).await? {
         if existing.status != "valid" {
-            return Err(Problem::unauthorized(format!("account is {}", existing.status)));
+            return Err(Problem::account_not_valid(&existing.status));
         }
         return Ok(account_response(ctx, &existing, StatusCode::OK));
     }

@@ -52,6 +52,48 @@ pub fn parse_cert_id(s: &str) -> Result<CertId, Problem> {
     Ok(CertId { aki, serial })
 }
 
+/// The DNS names (subjectAltName dNSName, lower-cased) of a stored chain's leaf.
+fn chain_leaf_names(pem_chain: &str) -> Vec<String> {
+    use x509_parser::prelude::*;
+    let Some(leaf) = ::pem::parse_many(pem_chain).ok().and_then(|p| p.into_iter().next()) else { return Vec::new() };
+    let Ok((_, cert)) = X509Certificate::from_der(leaf.contents()) else { return Vec::new() };
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return Vec::new() };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Checks an order's `replaces` (RFC 9773 §5) against the certificates this server issued:
+/// it must be a valid certID of a stored certificate (issued by the CA whose key identifier it
+/// carries), and the order must share at least one identifier with that certificate — which
+/// also refuses an account naming another account's unrelated certificate. Returns the certID
+/// to store; "already replaced" is decided at insert time by a unique index, so it holds
+/// across replicas.
+pub async fn check_replaces(
+    pool: &sqlx::PgPool,
+    raw: &str,
+    names: &std::collections::BTreeSet<String>,
+) -> Result<String, Problem> {
+    let id = parse_cert_id(raw)?;
+    let rows: Vec<AriRow> = sqlx::query_as(LOOKUP_SQL).bind(serial_candidates(&id.serial)).fetch_all(pool).await?;
+    let chain = rows
+        .into_iter()
+        .map(|r| r.2)
+        .find(|chain| chain_aki(chain).is_some_and(|k| k == id.aki))
+        .ok_or_else(|| Problem::malformed(format!("replaces: no certificate issued here has certID '{raw}'")))?;
+    if !chain_leaf_names(&chain).iter().any(|n| names.contains(n)) {
+        return Err(Problem::malformed(
+            "replaces: the order shares no identifier with the certificate it would replace",
+        ));
+    }
+    Ok(raw.to_string())
+}
+
 /// The issuing CA key identifier of a stored chain: the leaf's AKI keyIdentifier, else the
 /// SKI of the next certificate in the chain.
 fn chain_aki(pem_chain: &str) -> Option<Vec<u8>> {

@@ -44,6 +44,8 @@ pub struct Order {
     pub error: Option<Value>,
     /// The issued certificate version.
     pub certificate_version_id: Option<String>,
+    /// The certID this order replaces (RFC 9773 §5), echoed in the order object.
+    pub replaces: Option<String>,
 }
 
 type OrderRow = (
@@ -56,12 +58,14 @@ type OrderRow = (
     DateTime<Utc>,
     Option<Value>,
     Option<String>,
+    Option<String>,
 );
 
 /// Loads order `id` if it belongs to `account`; otherwise 404 (no existence oracle).
 pub async fn load_own(pool: &PgPool, id: &str, account: &Account) -> Result<Order, Problem> {
     let row: Option<OrderRow> = sqlx::query_as(
-        "SELECT id, account_id, status, identifiers, not_before, not_after, expires_at, error, certificate_version_id
+        "SELECT id, account_id, status, identifiers, not_before, not_after, expires_at, error, certificate_version_id,
+                replaces
            FROM acme_orders WHERE id = $1",
     )
     .bind(id)
@@ -78,6 +82,7 @@ pub async fn load_own(pool: &PgPool, id: &str, account: &Account) -> Result<Orde
         expires_at: r.6,
         error: r.7,
         certificate_version_id: r.8,
+        replaces: r.9,
     };
     // RFC 8555 §7.1.6: an order that expires before it is finalized is invalid.
     if matches!(o.status.as_str(), "pending" | "ready") && o.expires_at <= Utc::now() {
@@ -109,6 +114,9 @@ pub async fn order_json(pool: &PgPool, ctx: &Ctx, o: &Order) -> Result<Value, Pr
     }
     if let Some(e) = &o.error {
         v["error"] = e.clone();
+    }
+    if let Some(r) = &o.replaces {
+        v["replaces"] = json!(r);
     }
     if o.status == "valid"
         && let Some(cv) = &o.certificate_version_id
@@ -172,6 +180,22 @@ fn parse_time(v: Option<&Value>, name: &str) -> Result<Option<DateTime<Utc>>, Pr
 pub const PENDING_COUNT_SQL: &str = "SELECT count(*) FROM acme_orders
   WHERE account_id = $1 AND status IN ('pending', 'ready', 'processing') AND expires_at > now()";
 
+/// Marks expired, unfinished orders that replace `$1` invalid (served by the partial unique
+/// index `acme_orders_replaces_key`).
+const EXPIRE_STALE_REPLACING_SQL: &str = "UPDATE acme_orders SET status = 'invalid', updated_at = now()
+  WHERE replaces = $1 AND status IN ('pending', 'ready') AND expires_at <= now()";
+
+/// A second order replacing the same certificate while the first is not `invalid` violates
+/// `acme_orders_replaces_key`: 409 `alreadyReplaced` (RFC 9773 §5).
+fn already_replaced(e: sqlx::Error) -> Problem {
+    match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some("acme_orders_replaces_key") => {
+            Problem::already_replaced("another order already replaces this certificate")
+        }
+        _ => e.into(),
+    }
+}
+
 /// POST `new-order` (RFC 8555 §7.4).
 pub async fn new_order(State(state): State<AppState>, signed: Signed) -> Result<Response, Problem> {
     let acct = signed.account()?.clone();
@@ -202,11 +226,14 @@ pub async fn new_order(State(state): State<AppState>, signed: Signed) -> Result<
             format!("at most {} names per order under profile '{}'", profile.max_sans, profile.id),
         ));
     }
-    // RFC 9773 §5: `replaces` names the certificate this order renews; it must be a valid certID.
-    if let Some(r) = payload.get("replaces") {
-        let id = r.as_str().ok_or_else(|| Problem::malformed("replaces must be a certID string"))?;
-        super::ari::parse_cert_id(id)?;
-    }
+    // RFC 9773 §5: `replaces` names a certificate issued here that this order renews.
+    let replaces = match payload.get("replaces") {
+        None | Some(Value::Null) => None,
+        Some(r) => {
+            let id = r.as_str().ok_or_else(|| Problem::malformed("replaces must be a certID string"))?;
+            Some(super::ari::check_replaces(&state.pool, id, &names).await?)
+        }
+    };
     // The directory advertises exactly one profile (`meta.profiles`); naming another is an error.
     if let Some(p) = payload.get("profile")
         && p.as_str() != Some(profile.id.as_str())
@@ -234,9 +261,14 @@ pub async fn new_order(State(state): State<AppState>, signed: Signed) -> Result<
     let expires = Utc::now() + Duration::days(ORDER_LIFETIME_DAYS);
     let identifiers: Vec<Value> = names.iter().map(|n| json!({"type": "dns", "value": n})).collect();
     let mut tx = state.pool.begin().await?;
+    if let Some(r) = &replaces {
+        // An expired order that the GC has not swept yet no longer replaces anything.
+        sqlx::query(EXPIRE_STALE_REPLACING_SQL).bind(r).execute(&mut *tx).await?;
+    }
     sqlx::query(
-        "INSERT INTO acme_orders (id, account_id, profile_id, status, identifiers, not_before, not_after, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO acme_orders (id, account_id, profile_id, status, identifiers, not_before, not_after, expires_at,
+                                  replaces)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&order_id)
     .bind(&acct.id)
@@ -246,8 +278,10 @@ pub async fn new_order(State(state): State<AppState>, signed: Signed) -> Result<
     .bind(not_before)
     .bind(not_after)
     .bind(expires)
+    .bind(&replaces)
     .execute(&mut *tx)
-    .await?;
+    .await
+    .map_err(already_replaced)?;
     for name in &names {
         let authz_id = new_id("authz-");
         let (wildcard, value) = match name.strip_prefix("*.") {

@@ -24,6 +24,8 @@ pub enum ProblemKind {
     AccountDoesNotExist,
     /// The certificate is already revoked.
     AlreadyRevoked,
+    /// The certificate named by `replaces` is already being replaced (RFC 9773 §7.4).
+    AlreadyReplaced,
     /// The contact URL is invalid.
     InvalidContact,
     /// The contact scheme is not supported.
@@ -59,6 +61,7 @@ impl ProblemKind {
             ProblemKind::Malformed => "malformed",
             ProblemKind::AccountDoesNotExist => "accountDoesNotExist",
             ProblemKind::AlreadyRevoked => "alreadyRevoked",
+            ProblemKind::AlreadyReplaced => "alreadyReplaced",
             ProblemKind::InvalidContact => "invalidContact",
             ProblemKind::UnsupportedContact => "unsupportedContact",
             ProblemKind::OrderNotReady => "orderNotReady",
@@ -83,6 +86,7 @@ impl ProblemKind {
         match self {
             ProblemKind::Unauthorized | ProblemKind::OrderNotReady => StatusCode::FORBIDDEN,
             ProblemKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ProblemKind::AlreadyReplaced => StatusCode::CONFLICT,
             ProblemKind::ServerInternal => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -128,6 +132,18 @@ impl Problem {
     /// `unauthorized` (403).
     pub fn unauthorized(detail: impl Into<String>) -> Self {
         Self::new(ProblemKind::Unauthorized, detail)
+    }
+
+    /// `unauthorized` with 401 for a request from an account that is not `valid` (RFC 8555
+    /// §7.3.6: a deactivated account's requests are refused with 401 `unauthorized`).
+    pub fn account_not_valid(status: &str) -> Self {
+        Self::unauthorized(format!("account is {status}")).with_status(StatusCode::UNAUTHORIZED)
+    }
+
+    /// `alreadyReplaced` (409): the certificate named by an order's `replaces` is already
+    /// being replaced by another order that is not `invalid` (RFC 9773 §5).
+    pub fn already_replaced(detail: impl Into<String>) -> Self {
+        Self::new(ProblemKind::AlreadyReplaced, detail)
     }
 
     /// 404 with type `malformed` (RFC 8555 has no "not found" type; Boulder does the same).

@@ -103,7 +103,7 @@ pub async fn verify(state: &AppState, ctx: Ctx, jws: Jws) -> Result<Signed, Prob
                 .filter(|a| a.profile_id == ctx.profile.id)
                 .ok_or_else(|| Problem::new(ProblemKind::AccountDoesNotExist, format!("no account '{id}'")))?;
             if acct.status != "valid" {
-                return Err(Problem::unauthorized(format!("account is {}", acct.status)));
+                return Err(Problem::account_not_valid(&acct.status));
             }
             (acct.jwk.clone(), Some(acct))
         }

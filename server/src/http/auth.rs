@@ -4,7 +4,7 @@
 //! 1. `CERTCTL_AUTH_TYPE=none`: every caller is the admin `anonymous`.
 //! 2. Otherwise the `Authorization: Bearer <token>` is hashed with SHA-256 and compared, in
 //!    constant time, with every configured API key's hash (keys are never kept in clear).
-//! 3. On the agent routes (`/api/v1/agents/{id}/…`) a token that is not an API key may be that
+//! 3. On the agent routes ([`Access::Agent`], `/api/v1/agents/{id}/…`) a token that is not an API key may be that
 //!    agent's own credential: `hex(sha256(token))` is compared in constant time with
 //!    `agents.credential_hash` of the agent named in the path (one primary-key lookup). The
 //!    load harness seeds agents with exactly that hash, so nothing else may be assumed. The same
@@ -22,8 +22,14 @@
 //! limit bucket is keyed by the claimed id *and* the credential hash, so somebody who knows an
 //! agent's id but not its credential cannot use up that agent's budget.
 //!
-//! Handlers read the result with the [`Caller`] extractor and ask it for the permission they
-//! need ([`Caller::require_admin`], [`Caller::require_agent`]).
+//! 5. The route's role from [`super::access::ROUTES`] is enforced here, before any handler runs
+//!    (admin-only routes, agent routes): handlers never check roles themselves. A heartbeat
+//!    claim is authorized by its handler's statement (it matches only that agent's credential).
+//! 6. A token that matches nothing counts against the client address
+//!    ([`super::auth_failures`]); an address over that limit gets 429 before the agent lookup
+//!    (the heartbeat handler records the failures its statement finds).
+//!
+//! Handlers read the result with the [`Caller`] extractor (the audit actor).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -41,6 +47,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::access::{self, Access};
+use super::auth_failures;
 use super::error::ApiError;
 use crate::AppState;
 use crate::config::{AuthType, Config};
@@ -199,10 +207,19 @@ impl RateLimits {
 /// self-verifying route, the [`AgentClaim`]) as an extension.
 pub async fn middleware(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (mut parts, body) = req.into_parts();
-    let (identity, rate_key) = match authenticate(&state, &mut parts).await {
+    let access = match parts.extensions.get::<MatchedPath>() {
+        Some(route) => access::required(&parts.method, route.as_str()),
+        None => Access::Admin,
+    };
+    let (identity, rate_key) = match authenticate(&state, &mut parts, access).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
+    if let Identity::Caller(principal) = &identity
+        && let Err(e) = authorize(access, principal)
+    {
+        return e.into_response();
+    }
     if let Some(limits) = &state.api.rate_limits
         && let Err(e) = limits.check(&rate_key)
     {
@@ -227,9 +244,12 @@ enum Identity {
     Claim(AgentClaim),
 }
 
-/// The caller and its rate-limit bucket.
-async fn authenticate(state: &AppState, parts: &mut Parts) -> Result<(Identity, String), ApiError> {
-    let agent_route = agent_route_id(parts).await;
+/// The caller and its rate-limit bucket. An agent credential is looked up only on
+/// [`Access::Agent`] routes; a presented token that matches nothing counts against the client
+/// address ([`super::auth_failures`]), and an address over that limit is refused before the
+/// lookup.
+async fn authenticate(state: &AppState, parts: &mut Parts, access: Access) -> Result<(Identity, String), ApiError> {
+    let agent_route = if access == Access::Agent { agent_route_id(parts).await } else { None };
     let (principal, key) = if state.api.keys.is_open() {
         (Principal::Key { name: ANONYMOUS.into(), admin: true }, key_rate_key(ANONYMOUS))
     } else {
@@ -240,24 +260,7 @@ async fn authenticate(state: &AppState, parts: &mut Parts) -> Result<(Identity, 
                 let key = key_rate_key(&p.actor());
                 (p, key)
             }
-            None => {
-                // Not an API key: on an agent route it may be that agent's own credential.
-                let Some((agent_id, self_verifying)) = agent_route else { return Err(invalid_credential()) };
-                let hash = credential_hash(&token);
-                let key = agent_rate_key(&agent_id, &hash);
-                if self_verifying {
-                    return Ok((Identity::Claim(AgentClaim { id: agent_id, credential_hash: hash }), key));
-                }
-                // The one lookup that checks the credential also says whether the agent is
-                // retired, so the retired check costs the credential path nothing.
-                return match agent_credential(state, &agent_id, &hash).await? {
-                    Some(AgentCredential { retired: true }) => Err(retired(&agent_id)),
-                    Some(AgentCredential { retired: false }) => {
-                        Ok((Identity::Caller(Principal::Agent { id: agent_id }), key))
-                    }
-                    None => Err(invalid_credential()),
-                };
-            }
+            None => return authenticate_agent(state, parts, agent_route, &token).await,
         }
     };
     // An API key acting on a retired agent's routes gets the same 410 as the agent itself: a
@@ -269,6 +272,61 @@ async fn authenticate(state: &AppState, parts: &mut Parts) -> Result<(Identity, 
         return Err(retired(id));
     }
     Ok((Identity::Caller(principal), key))
+}
+
+/// A token that is not an API key: on an agent route it may be that agent's own credential.
+async fn authenticate_agent(
+    state: &AppState,
+    parts: &Parts,
+    agent_route: Option<(String, bool)>,
+    token: &str,
+) -> Result<(Identity, String), ApiError> {
+    let failures = state.api.auth_failures.as_ref();
+    let client = failures.map(|_| auth_failures::client_key(parts));
+    if let (Some(f), Some(c)) = (failures, &client) {
+        f.check(c)?;
+    }
+    if let Some((agent_id, self_verifying)) = agent_route {
+        let hash = credential_hash(token);
+        let key = agent_rate_key(&agent_id, &hash);
+        if self_verifying {
+            let claim = AgentClaim { id: agent_id, credential_hash: hash, client };
+            return Ok((Identity::Claim(claim), key));
+        }
+        // The one lookup that checks the credential also says whether the agent is retired,
+        // so the retired check costs the credential path nothing.
+        match agent_credential(state, &agent_id, &hash).await? {
+            Some(AgentCredential { retired: true }) => return Err(retired(&agent_id)),
+            Some(AgentCredential { retired: false }) => {
+                return Ok((Identity::Caller(Principal::Agent { id: agent_id }), key));
+            }
+            None => {}
+        }
+    }
+    if let (Some(f), Some(c)) = (failures, &client) {
+        f.record(c)?;
+    }
+    Err(invalid_credential())
+}
+
+/// The role check, the only one: `access` is the route's entry in [`super::access::ROUTES`].
+/// An agent principal exists only on [`Access::Agent`] routes and only for the agent in the
+/// path (authentication compared the credential with that agent's), so it needs no id check.
+fn authorize(access: Access, principal: &Principal) -> Result<(), ApiError> {
+    match (access, principal) {
+        (Access::Public | Access::AnyKey, Principal::Key { .. }) => Ok(()),
+        (_, Principal::Key { admin: true, .. }) => Ok(()),
+        (Access::Agent, Principal::Agent { .. }) => Ok(()),
+        (Access::Admin, Principal::Key { admin: false, .. }) => {
+            Err(ApiError::Forbidden("this route requires an admin API key".into()))
+        }
+        (Access::Agent, Principal::Key { admin: false, .. }) => {
+            Err(ApiError::Forbidden("agent endpoints need the agent's credential or an admin key".into()))
+        }
+        (_, Principal::Agent { .. }) => {
+            Err(ApiError::Forbidden("an agent credential is valid only on its agent's routes".into()))
+        }
+    }
 }
 
 fn invalid_credential() -> ApiError {
@@ -321,6 +379,9 @@ pub struct AgentClaim {
     pub id: String,
     /// `hex(sha256(token))` of the presented token (lower case, as [`credential_hash`]).
     pub credential_hash: String,
+    /// The client address key of the failed-authentication limiter (when it is on): the
+    /// handler records a failure there when its statement finds the credential wrong.
+    pub client: Option<String>,
 }
 
 impl AgentClaim {
@@ -334,7 +395,7 @@ impl AgentClaim {
 /// agent credential the handler must verify.
 #[derive(Debug, Clone)]
 pub enum AgentAuth {
-    /// An API key (admin or not; the handler checks with [`Caller::require_agent`]).
+    /// An API key (its role was checked by the auth layer).
     Caller(Caller),
     /// An agent credential for the agent in the path, to be verified by the handler.
     Claim(AgentClaim),
@@ -414,27 +475,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 }
 
 impl Caller {
-    /// 403 unless an admin API key.
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        match &self.0 {
-            Principal::Key { admin: true, .. } => Ok(()),
-            _ => Err(ApiError::Forbidden("this route requires an admin API key".into())),
-        }
-    }
-
-    /// Agent endpoints: the agent's own credential or an admin key; a non-admin key or another
-    /// agent's credential gets 403.
-    pub fn require_agent(&self, agent_id: &str) -> Result<(), ApiError> {
-        match &self.0 {
-            Principal::Key { admin: true, .. } => Ok(()),
-            Principal::Agent { id } if id == agent_id => Ok(()),
-            Principal::Agent { .. } => Err(ApiError::Forbidden("an agent may act only for itself".into())),
-            Principal::Key { .. } => {
-                Err(ApiError::Forbidden("agent endpoints need the agent's credential or an admin key".into()))
-            }
-        }
-    }
-
     /// The audit actor name.
     pub fn actor(&self) -> String {
         self.0.actor()

@@ -17,9 +17,11 @@ macro_rules! sql {
     ($($t:tt)*) => { sqlx::AssertSqlSafe(format!($($t)*)) };
 }
 
+pub mod access;
 pub mod agents;
 pub mod audit;
 pub mod auth;
+pub mod auth_failures;
 pub mod certificates;
 pub mod conn;
 pub mod deadline;
@@ -60,6 +62,8 @@ pub struct ApiState {
     pub keys: auth::KeyRing,
     /// Per-caller rate limits; `None` when disabled.
     pub rate_limits: Option<auth::RateLimits>,
+    /// Failed authentications per client address; `None` when disabled.
+    pub auth_failures: Option<auth_failures::AuthFailures>,
     /// Cached table gauges for `/metrics`.
     pub gauges: metrics::GaugeCache,
 }
@@ -70,6 +74,7 @@ impl ApiState {
         ApiState {
             keys: auth::KeyRing::from_config(config),
             rate_limits: auth::RateLimits::from_config(config),
+            auth_failures: auth_failures::AuthFailures::from_config(config),
             gauges: metrics::GaugeCache::default(),
         }
     }
@@ -97,18 +102,58 @@ fn public_routes() -> OpenApiRouter<AppState> {
 }
 
 fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    methods_mut(item).map(|(_, op)| op)
+}
+
+/// Every operation of `item` with its upper-case HTTP method.
+fn methods_mut(item: &mut PathItem) -> impl Iterator<Item = (&'static str, &mut Operation)> {
     [
-        &mut item.get,
-        &mut item.put,
-        &mut item.post,
-        &mut item.delete,
-        &mut item.options,
-        &mut item.head,
-        &mut item.patch,
-        &mut item.trace,
+        ("GET", &mut item.get),
+        ("PUT", &mut item.put),
+        ("POST", &mut item.post),
+        ("DELETE", &mut item.delete),
+        ("OPTIONS", &mut item.options),
+        ("HEAD", &mut item.head),
+        ("PATCH", &mut item.patch),
+        ("TRACE", &mut item.trace),
     ]
     .into_iter()
-    .filter_map(Option::as_mut)
+    .filter_map(|(m, op)| op.as_mut().map(|op| (m, op)))
+}
+
+/// Writes each operation's role from [`access::ROUTES`] into the document: the
+/// `x-certctl-access` extension, a sentence in the description, a 403 where a non-admin key is
+/// refused, and the agent-credential scheme on agent routes. Metrics operations are public when
+/// `metrics_public`.
+fn document_access(doc: &mut OpenApi, metrics_public: bool) {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let metrics = path == "/metrics" || path == "/api/v1/metrics/prometheus";
+        for (method, op) in methods_mut(item) {
+            let access = match access::lookup(method, path) {
+                Some(_) if metrics && metrics_public => access::Access::Public,
+                Some(a) => a,
+                // Not in the table: the middleware treats it as admin-only (a unit test fails).
+                None => access::Access::Admin,
+            };
+            op.extensions
+                .get_or_insert_with(Default::default)
+                .insert("x-certctl-access".into(), serde_json::Value::from(access.name()));
+            let description = op.description.take().unwrap_or_default();
+            let sep = if description.is_empty() { "" } else { "\n\n" };
+            op.description = Some(format!("{description}{sep}{}", access.sentence()));
+            match access {
+                access::Access::Admin => add_response(op, "403", "not an admin API key"),
+                access::Access::Agent => {
+                    add_response(op, "403", "a non-admin API key");
+                    op.security = Some(vec![
+                        SecurityRequirement::new("bearer", Vec::<String>::new()),
+                        SecurityRequirement::new("agentCredential", Vec::<String>::new()),
+                    ]);
+                }
+                access::Access::Public | access::Access::AnyKey => {}
+            }
+        }
+    }
 }
 
 /// Marks every operation of `doc` as needing no credential (`security: [{}]`).
@@ -116,6 +161,44 @@ fn mark_public(doc: &mut OpenApi) {
     for item in doc.paths.paths.values_mut() {
         for op in operations_mut(item) {
             op.security = Some(vec![SecurityRequirement::default()]);
+        }
+    }
+}
+
+/// Stateful links (OpenAPI `links`, what schemathesis's stateful phase follows): the 201 answer
+/// of every `POST /collection` links to each operation on `/collection/{id}` and below whose
+/// only path parameter is `id`, taking it from the created body's `id`.
+fn document_links(doc: &mut OpenApi) {
+    let targets: Vec<(String, Vec<&'static str>)> = doc
+        .paths
+        .paths
+        .iter_mut()
+        .filter(|(path, _)| path.matches('{').count() == 1)
+        .map(|(path, item)| (path.clone(), methods_mut(item).map(|(m, _)| m).collect()))
+        .collect();
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let Some(RefOr::T(created)) = item.post.as_mut().and_then(|op| op.responses.responses.get_mut("201")) else {
+            continue;
+        };
+        let member = format!("{path}/{{id}}");
+        for (target, methods) in &targets {
+            let Some(rest) = target.strip_prefix(&member).filter(|r| r.is_empty() || r.starts_with('/')) else {
+                continue;
+            };
+            let pointer = target.replace('~', "~0").replace('/', "~1");
+            for method in methods {
+                let method = method.to_ascii_lowercase();
+                let name: String = format!("{method}{}", rest.replace('/', "-"))
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                    .collect();
+                let link = utoipa::openapi::link::LinkBuilder::new()
+                    .operation_ref(format!("#/paths/{pointer}/{method}"))
+                    .parameter("id", "$response.body#/id")
+                    .description(format!("the created resource's {} {target}", method.to_ascii_uppercase()))
+                    .build();
+                created.links.insert(name, RefOr::T(link));
+            }
         }
     }
 }
@@ -133,6 +216,25 @@ fn envelope_response(description: &str) -> RefOr<Response> {
 /// Adds `status` to `op` unless the handler's own annotation already describes it.
 fn add_response(op: &mut Operation, status: &str, description: &str) {
     op.responses.responses.entry(status.to_string()).or_insert_with(|| envelope_response(description));
+}
+
+/// Path parameters are never empty: an empty segment routes elsewhere (`/certificates//revoke`
+/// is not `/certificates/{id}/revoke`), so the document says `minLength: 1` on every string
+/// path parameter instead of inviting clients to send one.
+fn document_path_parameters(doc: &mut OpenApi) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::schema::Schema;
+    for item in doc.paths.paths.values_mut() {
+        for op in operations_mut(item) {
+            for param in op.parameters.iter_mut().flatten() {
+                if param.parameter_in == ParameterIn::Path
+                    && let Some(RefOr::T(Schema::Object(schema))) = param.schema.as_mut()
+                {
+                    schema.min_length = Some(schema.min_length.unwrap_or(0).max(1));
+                }
+            }
+        }
+    }
 }
 
 /// Documents the failures that shared layers and extractors produce on every operation, so
@@ -172,7 +274,13 @@ object keys) must not contain NUL (U+0000, `%00`): PostgreSQL cannot store it, s
 Every string in a request body, at any depth, is limited by the name of its field: 255 characters \
 unless the schema's `maxLength` says otherwise (`csr_pem` 8192, `description`, `error` and \
 `message` 4096, `url` 2048); a longer value is a 400 naming the field. \
-Integer fields take JSON integers (`90`, not `90.0`).";
+Integer fields take JSON integers (`90`, not `90.0`).\n\n\
+Roles: every operation states who may call it (`x-certctl-access`: `public`, `any-key`, \
+`admin`, `agent`). A non-admin API key manages certificates, agents, teams, owners, jobs and \
+notifications, and reads everything; changing how the CA issues (profiles, issuers, renewal \
+policies) and bulk revocation need an admin key (else 403). An agent credential is accepted \
+only on its own agent's `/api/v1/agents/{id}/…` routes (anywhere else: 401). Failed \
+authentications are limited per client address (429 with `Retry-After`).";
 
 /// Joins the parts into the served document: bearer auth by default, public routes marked.
 fn assemble(mut protected: OpenApi, mut public: OpenApi, mut metrics: OpenApi, metrics_public: bool) -> OpenApi {
@@ -195,15 +303,24 @@ fn assemble(mut protected: OpenApi, mut public: OpenApi, mut metrics: OpenApi, m
     doc.merge(protected);
     doc.merge(public);
     doc.merge(metrics);
+    document_access(&mut doc, metrics_public);
+    document_links(&mut doc);
+    document_path_parameters(&mut doc);
     let components = doc.components.get_or_insert_with(Default::default);
     for name in certificates::SELECTOR_SCHEMAS {
         if let Some(schema) = components.schemas.remove(*name) {
             components.schemas.insert((*name).to_string(), certificates::with_selector_rule(schema));
         }
     }
-    doc.components
-        .get_or_insert_with(Default::default)
-        .add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    let mut agent = Http::new(HttpAuthScheme::Bearer);
+    agent.description = Some(
+        "An agent's own credential (returned once by POST /api/v1/agents), accepted only on that \
+         agent's /api/v1/agents/{id}/… routes."
+            .into(),
+    );
+    components.add_security_scheme("agentCredential", SecurityScheme::Http(agent));
     doc.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
     with_length_limits(doc)
 }
@@ -219,6 +336,34 @@ fn with_length_limits(doc: OpenApi) -> OpenApi {
             doc
         }
     }
+}
+
+/// The served JSON of `doc`. utoipa 5 serializes a Link object's `operationRef` as
+/// `operation_ref` (its `Link` lacks camelCase renaming), which OpenAPI tools do not recognise:
+/// the keys are renamed here, once, so the stateful links of [`document_links`] work.
+pub fn openapi_json(doc: &OpenApi) -> serde_json::Value {
+    let mut v = serde_json::to_value(doc).unwrap_or_else(|_| serde_json::json!({}));
+    let links = v["paths"]
+        .as_object_mut()
+        .into_iter()
+        .flat_map(|paths| paths.values_mut())
+        .filter_map(serde_json::Value::as_object_mut)
+        .flat_map(|item| item.values_mut())
+        .filter_map(|op| op.get_mut("responses").and_then(serde_json::Value::as_object_mut))
+        .flat_map(|responses| responses.values_mut())
+        .filter_map(|r| r.get_mut("links").and_then(serde_json::Value::as_object_mut))
+        .flat_map(|links| links.values_mut())
+        .filter_map(serde_json::Value::as_object_mut);
+    for link in links {
+        for (from, to) in
+            [("operation_ref", "operationRef"), ("operation_id", "operationId"), ("request_body", "requestBody")]
+        {
+            if let Some(value) = link.remove(from) {
+                link.insert(to.into(), value);
+            }
+        }
+    }
+    v
 }
 
 /// The OpenAPI document of the router built for a configuration with `metrics_public`.
@@ -241,7 +386,7 @@ pub fn router(state: AppState) -> Router {
     let (public, public_doc) = public_routes().split_for_parts();
     let (metrics_routes, metrics_doc) = metrics::router().split_for_parts();
     let doc = assemble(protected_doc, public_doc, metrics_doc, metrics_public);
-    let doc_json: Arc<str> = serde_json::to_string(&doc).unwrap_or_else(|_| "{}".into()).into();
+    let doc_json: Arc<str> = openapi_json(&doc).to_string().into();
 
     // Route layers run after routing, so they see `MatchedPath`; the last one added runs first.
     let protected = protected

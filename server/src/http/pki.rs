@@ -23,5 +23,11 @@ async fn crl(State(state): State<AppState>, ApiPath(issuer_id): ApiPath<String>)
         Err(crate::issuance::IssuanceError::NotAllowed(m)) => return Err(ApiError::NotFound(m)),
         Err(e) => return Err(e.into()),
     };
-    Ok(([(header::CONTENT_TYPE, "application/pkix-crl"), (header::CACHE_CONTROL, "max-age=300")], der).into_response())
+    // A revocation reaches the stored CRL within CERTCTL_CRL_REFRESH_INTERVAL; caches may keep
+    // a copy about that long, so a fetched CRL is at most about twice that stale.
+    let refresh = state.config.crl_refresh_interval;
+    let max_age = (refresh.as_secs() + u64::from(refresh.subsec_nanos() > 0)).max(1);
+    let cache = format!("max-age={max_age}");
+    Ok(([(header::CONTENT_TYPE, "application/pkix-crl".to_string()), (header::CACHE_CONTROL, cache)], der)
+        .into_response())
 }

@@ -5,7 +5,8 @@
 //! - `POST /api/v1/agents/{id}/csr` completes an `AwaitingCSR` job with the agent's CSR
 //!   ([`complete_job_with_csr`]);
 //! - ACME finalize signs the order's CSR ([`sign_csr`]) and stores the version itself;
-//! - the CRL loop and `GET /.well-known/pki/crl/{issuer_id}` ([`generate_crl`], [`current_crl`]).
+//! - the CRL loop and `GET /.well-known/pki/crl/{issuer_id}` ([`generate_crl`], [`current_crl`]),
+//!   and the prompt re-sign after revocations ([`refresh_requested_crls`]).
 //!
 //! The CA itself lives in [`ca`] (created once per issuer, persisted, cached in
 //! `AppState::cas`); stored private keys are sealed by [`crypto`].
@@ -693,6 +694,35 @@ pub async fn current_crl(state: &AppState, issuer_id: &str) -> Result<Vec<u8>, I
         Some(der) => Ok(der),
         None => generate_crl(state, issuer_id, Utc::now()).await,
     }
+}
+
+/// The issuers whose revocations asked for a CRL re-sign (`crl_refresh_requests`, written by
+/// a trigger on `certificate_revocations`), with the request generation seen.
+const CRL_REFRESH_PENDING_SQL: &str = "SELECT issuer_id, generation FROM crl_refresh_requests ORDER BY requested_at";
+
+/// Deletes a served request unless a newer revocation bumped its generation meanwhile.
+const CRL_REFRESH_DONE_SQL: &str = "DELETE FROM crl_refresh_requests WHERE issuer_id = $1 AND generation = $2";
+
+/// The prompt CRL refresh (the `crl_refresh` loop, leader only): re-signs the CRL of every
+/// issuer with revocations since its last refresh — once, however many revocations there were
+/// — and clears the requests it served. A request whose issuer cannot publish a CRL here (not
+/// the local CA, or gone) is dropped; one that failed otherwise stays for the next tick.
+/// Returns how many CRLs were signed.
+pub async fn refresh_requested_crls(state: &AppState, now: DateTime<Utc>) -> Result<usize, IssuanceError> {
+    let pending: Vec<(String, i64)> = sqlx::query_as(CRL_REFRESH_PENDING_SQL).fetch_all(&state.pool).await?;
+    let mut done = 0;
+    for (issuer_id, generation) in pending {
+        match generate_crl(state, &issuer_id, now).await {
+            Ok(_) => done += 1,
+            Err(IssuanceError::NotFound(_) | IssuanceError::NotAllowed(_)) => {}
+            Err(e) => {
+                tracing::warn!(issuer = %issuer_id, error = %e, "prompt CRL refresh failed; retrying next tick");
+                continue;
+            }
+        }
+        sqlx::query(CRL_REFRESH_DONE_SQL).bind(&issuer_id).bind(generation).execute(&state.pool).await?;
+    }
+    Ok(done)
 }
 
 /// Re-signs the CRL of every enabled local-CA issuer (the CRL loop). Returns how many.

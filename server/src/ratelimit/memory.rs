@@ -41,19 +41,9 @@ impl MemoryLimiter {
         self.keys.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// Drops every key whose window is empty at `now`; returns how many were dropped.
-    pub fn sweep(&self, now: DateTime<Utc>) -> usize {
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        let before = keys.len();
-        let window = chrono::Duration::from_std(self.limit.window).unwrap_or(chrono::Duration::MAX);
-        keys.retain(|_, e| e.log.iter().any(|t| *t + window > now));
-        before - keys.len()
-    }
-}
-
-#[async_trait::async_trait]
-impl Limiter for MemoryLimiter {
-    async fn allow(&self, key: &str, now: DateTime<Utc>) -> Result<(), LimiterError> {
+    /// Admits (and records) one call for `key` at `now`, or says how long to wait: the
+    /// [`Limiter::allow`] decision, callable without `await` (it never does I/O).
+    pub fn allow_now(&self, key: &str, now: DateTime<Utc>) -> Result<(), super::RateLimited> {
         if bypass(self.limit, key) {
             return Ok(());
         }
@@ -71,7 +61,38 @@ impl Limiter for MemoryLimiter {
         }
         let entry = keys.entry(full_key).or_default();
         entry.last_used = entry.last_used.max(now);
-        decide(&mut entry.log, self.limit, now).map_err(LimiterError::from)
+        decide(&mut entry.log, self.limit, now)
+    }
+
+    /// Whether a call for `key` at `now` would be admitted, without recording anything (for
+    /// callers that count only some outcomes, e.g. failed authentications).
+    pub fn peek(&self, key: &str, now: DateTime<Utc>) -> Result<(), super::RateLimited> {
+        if bypass(self.limit, key) {
+            return Ok(());
+        }
+        let full_key = format!("{}:{key}", self.namespace);
+        let keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = keys.get(&full_key) else { return Ok(()) };
+        // The log holds at most `max` entries: deciding on a copy is cheap and shares the rule.
+        let mut log = entry.log.clone();
+        drop(keys);
+        decide(&mut log, self.limit, now)
+    }
+
+    /// Drops every key whose window is empty at `now`; returns how many were dropped.
+    pub fn sweep(&self, now: DateTime<Utc>) -> usize {
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let before = keys.len();
+        let window = chrono::Duration::from_std(self.limit.window).unwrap_or(chrono::Duration::MAX);
+        keys.retain(|_, e| e.log.iter().any(|t| *t + window > now));
+        before - keys.len()
+    }
+}
+
+#[async_trait::async_trait]
+impl Limiter for MemoryLimiter {
+    async fn allow(&self, key: &str, now: DateTime<Utc>) -> Result<(), LimiterError> {
+        self.allow_now(key, now).map_err(LimiterError::from)
     }
 
     fn limit(&self) -> Limit {

@@ -67,11 +67,13 @@ pub enum LoopKind {
     RateLimitJanitor,
     /// Re-signs each local issuer's CRL.
     Crl,
+    /// Re-signs the CRL of issuers with new revocations (coalesced per tick).
+    CrlRefresh,
 }
 
 impl LoopKind {
     /// Every loop.
-    pub const ALL: [LoopKind; 11] = [
+    pub const ALL: [LoopKind; 12] = [
         LoopKind::RenewalCheck,
         LoopKind::JobProcessor,
         LoopKind::JobRetry,
@@ -83,6 +85,7 @@ impl LoopKind {
         LoopKind::AcmeGc,
         LoopKind::RateLimitJanitor,
         LoopKind::Crl,
+        LoopKind::CrlRefresh,
     ];
 
     /// Name used in logs.
@@ -99,6 +102,7 @@ impl LoopKind {
             LoopKind::AcmeGc => "acme_gc",
             LoopKind::RateLimitJanitor => "ratelimit_janitor",
             LoopKind::Crl => "crl",
+            LoopKind::CrlRefresh => "crl_refresh",
         }
     }
 
@@ -116,6 +120,7 @@ impl LoopKind {
             LoopKind::AcmeGc => c.acme_gc_interval,
             LoopKind::RateLimitJanitor => c.ratelimit_janitor_interval,
             LoopKind::Crl => c.crl_interval,
+            LoopKind::CrlRefresh => c.crl_refresh_interval,
         }
     }
 
@@ -123,9 +128,11 @@ impl LoopKind {
     pub fn class(self) -> HaClass {
         match self {
             LoopKind::JobProcessor => HaClass::ClaimBased,
-            LoopKind::RenewalCheck | LoopKind::NotificationProcess | LoopKind::NotificationRetry | LoopKind::Crl => {
-                HaClass::LeaderOnly
-            }
+            LoopKind::RenewalCheck
+            | LoopKind::NotificationProcess
+            | LoopKind::NotificationRetry
+            | LoopKind::Crl
+            | LoopKind::CrlRefresh => HaClass::LeaderOnly,
             LoopKind::JobRetry
             | LoopKind::JobTimeout
             | LoopKind::AgentHealth
@@ -320,6 +327,10 @@ pub async fn run_tick(state: &AppState, kind: LoopKind, now: DateTime<Utc>) -> R
         LoopKind::AcmeGc => format!("{:?}", crate::acme::gc(pool, now).await?),
         LoopKind::RateLimitJanitor => format!("buckets_deleted={}", crate::ratelimit::janitor_sweep(pool, now).await?),
         LoopKind::Crl => format!("crls={}", crate::issuance::generate_all_crls(state, now).await?),
+        LoopKind::CrlRefresh => match crate::issuance::refresh_requested_crls(state, now).await? {
+            0 => String::new(),
+            n => format!("crls_refreshed={n}"),
+        },
     })
 }
 

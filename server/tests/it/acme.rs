@@ -275,8 +275,22 @@ async fn accounts_are_created_found_by_key_updated_and_deactivated() {
     let r = post(&app, &pfx, &jose, &loc, Some(&json!({"status": "deactivated"}))).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.expect("json")["status"], "deactivated");
+    // RFC 8555 §7.3.6: every later request of a deactivated account is a 401 `unauthorized`,
+    // whether signed with its kid or (new-account) with its key.
     let r = post(&app, &pfx, &jose, &loc, None).await;
-    assert_problem(r, 403, "unauthorized").await;
+    assert_problem(r, 401, "unauthorized").await;
+    let r = post(
+        &app,
+        &pfx,
+        &jose,
+        &format!("{pfx}/new-order"),
+        Some(&json!({"identifiers": [{"type": "dns", "value": "a.example.com"}]})),
+    )
+    .await;
+    assert_problem(r, 401, "unauthorized").await;
+    jose.kid = None;
+    let r = post(&app, &pfx, &jose, &format!("{pfx}/new-account"), Some(&json!({"onlyReturnExisting": true}))).await;
+    assert_problem(r, 401, "unauthorized").await;
     app.stop().await;
 }
 
@@ -1029,5 +1043,88 @@ async fn an_expired_nonce_is_refused() {
     let url = format!("{pfx}/new-account");
     let body = jose.sign_header(&jose.header(&url, &n), Some(&json!({"termsOfServiceAgreed": true})));
     assert_problem(post_raw(&app, &url, &body).await, 400, "badNonce").await;
+    app.stop().await;
+}
+
+/// Orders and finalizes `names` under the default (trusted) profile; returns the leaf's certID
+/// (RFC 9773 §4.1).
+async fn issue_cert_id(app: &TestApp, pfx: &str, jose: &Jose, names: &[&str]) -> String {
+    use x509_parser::prelude::*;
+    let ids = json!({"identifiers": names.iter().map(|n| json!({"type": "dns", "value": n})).collect::<Vec<_>>()});
+    let r = post(app, pfx, jose, &format!("{pfx}/new-order"), Some(&ids)).await;
+    assert_eq!(r.status(), 201);
+    let order: Value = r.json().await.expect("order");
+    let csr = B64.encode(csr_der(names, &rcgen::KeyPair::generate().expect("key")));
+    let r = post(app, pfx, jose, order["finalize"].as_str().expect("finalize"), Some(&json!({"csr": csr}))).await;
+    let order: Value = r.json().await.expect("finalized");
+    assert_eq!(order["status"], "valid", "{order}");
+    let chain =
+        post(app, pfx, jose, order["certificate"].as_str().expect("cert"), None).await.text().await.expect("pem");
+    let pems = ::pem::parse_many(&chain).expect("chain");
+    let (_, leaf) = X509Certificate::from_der(pems[0].contents()).expect("leaf");
+    let aki = leaf
+        .extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(a) => a.key_identifier.as_ref().map(|k| k.0.to_vec()),
+            _ => None,
+        })
+        .expect("aki");
+    format!("{}.{}", B64.encode(aki), B64.encode(leaf.tbs_certificate.raw_serial()))
+}
+
+#[tokio::test]
+async fn ari_replaces_must_name_a_known_related_certificate_is_echoed_and_is_used_by_one_live_order() {
+    let app = spawn_app(&["--scheduler-enabled", "false"]).await;
+    let pfx = prefix(&app, None);
+    let mut jose = Jose::new();
+    register(&app, &pfx, &mut jose).await;
+    let cert_id = issue_cert_id(&app, &pfx, &jose, &["renew.example.com"]).await;
+    let order_for =
+        |name: &str, replaces: &str| json!({"identifiers": [{"type": "dns", "value": name}], "replaces": replaces});
+    let new_order = format!("{pfx}/new-order");
+
+    // The replacement order is accepted and echoes `replaces`, also when fetched again.
+    let r = post(&app, &pfx, &jose, &new_order, Some(&order_for("renew.example.com", &cert_id))).await;
+    assert_eq!(r.status(), 201);
+    let url = r.headers()["location"].to_str().expect("location").to_string();
+    let order: Value = r.json().await.expect("order");
+    assert_eq!(order["replaces"], cert_id.as_str());
+    let fetched: Value = post(&app, &pfx, &jose, &url, None).await.json().await.expect("order");
+    assert_eq!(fetched["replaces"], cert_id.as_str());
+
+    // The same certificate again while the first replacement is live: 409 alreadyReplaced.
+    let r = post(&app, &pfx, &jose, &new_order, Some(&order_for("renew.example.com", &cert_id))).await;
+    let p = assert_problem(r, 409, "alreadyReplaced").await;
+    assert!(p["detail"].as_str().is_some_and(|d| d.contains("already")), "{p}");
+
+    // A well-formed certID of a certificate that does not exist here.
+    let (aki, _) = cert_id.split_once('.').expect("certID");
+    let unknown = format!("{aki}.{}", B64.encode([0x01, 0x02, 0x03]));
+    let r = post(&app, &pfx, &jose, &new_order, Some(&order_for("renew.example.com", &unknown))).await;
+    let p = assert_problem(r, 400, "malformed").await;
+    assert!(p["detail"].as_str().is_some_and(|d| d.contains("no certificate")), "{p}");
+
+    // Another account naming this account's certificate for unrelated names.
+    let mut other = Jose::new();
+    register(&app, &pfx, &mut other).await;
+    let other_cert = issue_cert_id(&app, &pfx, &jose, &["mine.example.com"]).await;
+    let r = post(&app, &pfx, &other, &new_order, Some(&order_for("theirs.example.com", &other_cert))).await;
+    let p = assert_problem(r, 400, "malformed").await;
+    assert!(p["detail"].as_str().is_some_and(|d| d.contains("shares no identifier")), "{p}");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM acme_orders WHERE replaces IS NOT NULL")
+        .fetch_one(&app.pool)
+        .await
+        .expect("count");
+    assert_eq!(stored, 1, "refused orders are not stored");
+
+    // Once the first replacement is invalid, the certificate may be replaced again.
+    sqlx::query("UPDATE acme_orders SET status = 'invalid' WHERE replaces = $1")
+        .bind(&cert_id)
+        .execute(&app.pool)
+        .await
+        .expect("invalidate");
+    let r = post(&app, &pfx, &jose, &new_order, Some(&order_for("renew.example.com", &cert_id))).await;
+    assert_eq!(r.status(), 201);
     app.stop().await;
 }

@@ -7,11 +7,15 @@ use sqlx::PgPool;
 
 use crate::support::{ADMIN_KEY, TestApp, spawn_app};
 
-/// A test server with rate limiting and the scheduler off plus `extra` flags. The API tests
-/// count rows; background loops (the renewal check creates jobs for the demo certificates at
-/// start-up) would race with those counts. Scheduler behaviour has its own tests.
+/// A test server with rate limiting (per key and per address for failed authentications) and
+/// the scheduler off plus `extra` flags. The API tests count rows; background loops (the
+/// renewal check creates jobs for the demo certificates at start-up) would race with those
+/// counts, and route-table walks present wrong keys on purpose. Both have their own tests.
 pub async fn spawn_api(extra: &[&str]) -> TestApp {
     let mut args = vec!["--rate-limit-enabled", "false"];
+    if !extra.contains(&"--auth-failure-limit") {
+        args.extend(["--auth-failure-limit", "0"]);
+    }
     if !extra.contains(&"--scheduler-enabled") {
         args.extend(["--scheduler-enabled", "false"]);
     }

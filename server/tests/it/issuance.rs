@@ -251,3 +251,112 @@ async fn rsa_csrs_are_recognised_and_a_profile_default_algorithm_drives_server_k
     assert_eq!(point.key_size(), 384);
     app.stop().await;
 }
+
+/// Issues a real leaf for each of `n` seeded certificates `<prefix>-<i>` and stores it as their
+/// current version; returns the serials (lower-case hex).
+async fn seed_issued(app: &crate::support::TestApp, prefix: &str, n: i64) -> Vec<String> {
+    crate::api_support::seed_certificates(&app.pool, prefix, n, "'Active'").await;
+    let state = state_of(app);
+    let mut serials = Vec::new();
+    for i in 1..=n {
+        let name = format!("{prefix}-{i}.example.com");
+        let signed = issuance::sign_csr(&state, "iss-local", None, &csr_for(&[&name], &rcgen::PKCS_ECDSA_P256_SHA256))
+            .await
+            .expect("signed");
+        sqlx::query(
+            "INSERT INTO certificate_versions (id, certificate_id, issuer_id, serial_number, not_before, not_after,
+                                               fingerprint_sha256, pem_chain)
+             VALUES ($1 || '-v', $1, 'iss-local', $2, $3, $4, $5, $6)",
+        )
+        .bind(format!("{prefix}-{i}"))
+        .bind(&signed.serial_hex)
+        .bind(signed.not_before)
+        .bind(signed.not_after)
+        .bind(&signed.fingerprint_sha256)
+        .bind(&signed.pem_chain)
+        .execute(&app.pool)
+        .await
+        .expect("version");
+        serials.push(signed.serial_hex);
+    }
+    serials
+}
+
+/// The serials a DER CRL lists, read with x509-parser (independent of rcgen, which signs it).
+fn crl_serials(der: &[u8]) -> Vec<String> {
+    let (_, crl) = x509_parser::parse_x509_crl(der).expect("CRL parses");
+    crl.iter_revoked_certificates().map(|r| hex::encode(r.raw_serial())).collect()
+}
+
+async fn revoke(app: &crate::support::TestApp, id: &str) {
+    let r =
+        app.post(&format!("/api/v1/certificates/{id}/revoke"), &serde_json::json!({"reason": "keyCompromise"})).await;
+    assert_eq!(r.status(), 200, "revoke {id}");
+}
+
+#[tokio::test]
+async fn three_revocations_reach_the_served_crl_within_seconds() {
+    let app = spawn_app(&["--crl-refresh-interval", "1s", "--leader-election-interval", "1s"]).await;
+    let serials = seed_issued(&app, "crl-fast", 3).await;
+    // A CRL exists before the revocations (the first fetch signs one), so staleness would show.
+    let r = app.client.get(app.url("/.well-known/pki/crl/iss-local")).send().await.expect("crl");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["cache-control"], "max-age=1", "caches keep it no longer than a refresh");
+    assert!(crl_serials(&r.bytes().await.expect("body")).is_empty());
+    for i in 1..=3 {
+        revoke(&app, &format!("crl-fast-{i}")).await;
+    }
+    let started = std::time::Instant::now();
+    let listed = loop {
+        let body = app.client.get(app.url("/.well-known/pki/crl/iss-local")).send().await.expect("crl");
+        let listed = crl_serials(&body.bytes().await.expect("body"));
+        if listed.len() >= 3 || started.elapsed() > std::time::Duration::from_secs(30) {
+            break listed;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let mut want = serials.clone();
+    want.sort();
+    let mut got = listed.clone();
+    got.sort();
+    assert_eq!(got, want, "all three revoked serials are listed");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn revocations_between_two_refresh_ticks_share_one_crl_re_sign() {
+    use certctl_server::scheduler::{LoopKind, run_tick};
+    let app = spawn_app(&["--scheduler-enabled", "false"]).await;
+    let state = state_of(&app);
+    let serials = seed_issued(&app, "crl-burst", 5).await;
+    issuance::current_crl(&state, "iss-local").await.expect("first CRL");
+    let number = || async {
+        sqlx::query_scalar::<_, i64>("SELECT crl_number FROM issuer_crls WHERE issuer_id = 'iss-local'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("crl number")
+    };
+    let before = number().await;
+    // A burst: four single revocations and one bulk revocation.
+    for i in 1..=4 {
+        revoke(&app, &format!("crl-burst-{i}")).await;
+    }
+    let bulk =
+        app.post("/api/v1/certificates/bulk-revoke", &serde_json::json!({"certificate_ids": ["crl-burst-5"]})).await;
+    assert_eq!(bulk.status(), 200);
+    let requests: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM crl_refresh_requests").fetch_one(&app.pool).await.expect("requests");
+    assert_eq!(requests, 1, "one request per issuer, however many revocations");
+    run_tick(&state, LoopKind::CrlRefresh, chrono::Utc::now()).await.expect("tick");
+    assert_eq!(number().await, before + 1, "one re-sign for the burst");
+    let der = issuance::current_crl(&state, "iss-local").await.expect("crl");
+    let mut got = crl_serials(&der);
+    got.sort();
+    let mut want = serials;
+    want.sort();
+    assert_eq!(got, want);
+    // Nothing new: the next tick signs nothing.
+    run_tick(&state, LoopKind::CrlRefresh, chrono::Utc::now()).await.expect("tick");
+    assert_eq!(number().await, before + 1);
+    app.stop().await;
+}

@@ -241,3 +241,140 @@ async fn a_webhook_slower_than_its_timeout_counts_as_a_failure() {
     assert!(error.is_some_and(|e| e.contains("webhook POST")));
     app.stop().await;
 }
+
+/// The virtualenv python with the pinned test tools (installed by scripts/ensure-py-tools.sh
+/// on first use, as `make deps` does).
+fn py_tools_python() -> &'static str {
+    static PYTHON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/ensure-py-tools.sh");
+        let out = std::process::Command::new("bash").arg(script).output().expect("run ensure-py-tools.sh");
+        assert!(out.status.success(), "ensure-py-tools.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    })
+}
+
+/// A real SMTP server (aiosmtpd, `tests/fixtures/smtp_server.py`) on 127.0.0.1; it stops when
+/// dropped (its stdin closes and the process is killed).
+struct SmtpServer {
+    port: u16,
+    log: std::path::PathBuf,
+    _child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl SmtpServer {
+    async fn start(mode: &str, port: u16) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("smtp.jsonl");
+        let mut child = tokio::process::Command::new(py_tools_python())
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/smtp_server.py"))
+            .args(["--mode", mode, "--port", &port.to_string(), "--log"])
+            .arg(&log)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the SMTP server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            tokio::io::BufReader::new(stdout).read_line(&mut line),
+        )
+        .await
+        .expect("the SMTP server starts")
+        .expect("read its port");
+        let port = line.trim().strip_prefix("PORT ").and_then(|p| p.parse().ok()).expect("PORT line");
+        SmtpServer { port, log, _child: child, _dir: dir }
+    }
+
+    /// The transactions it logged.
+    fn events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect()
+    }
+}
+
+async fn spawn_with_smtp(port: u16) -> TestApp {
+    let addr = format!("127.0.0.1:{port}");
+    let app =
+        spawn_app(&["--scheduler-enabled", "false", "--smtp-addr", &addr, "--smtp-from", "certctl@example.com"]).await;
+    add_channel(&app.pool, "ch-mail", "email", serde_json::json!({ "to": "ops@example.com" })).await;
+    app
+}
+
+#[tokio::test]
+async fn email_notifications_are_delivered_to_a_real_smtp_server() {
+    let smtp = SmtpServer::start("accept", 0).await;
+    let app = spawn_with_smtp(smtp.port).await;
+    let state = state_of(&app);
+    let start = t0();
+    assert_eq!(enqueue(&app.pool, start).await, 1);
+    assert_eq!(notify::process_due(&state, start).await.expect("send"), NotifyStats { sent: 1, failed: 0, dead: 0 });
+    let (status, count, next, error) = row(&app.pool).await;
+    assert_eq!((status.as_str(), count, next, error), ("sent", 0, None, None));
+    let events = smtp.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(e["event"], "delivered");
+    assert_eq!(e["mail_from"], "certctl@example.com");
+    assert_eq!(e["rcpt_tos"], serde_json::json!(["ops@example.com"]));
+    let data = e["data"].as_str().expect("data");
+    assert!(data.contains("Subject: subject"), "{data}");
+    assert!(data.contains("To: ops@example.com"), "{data}");
+    assert!(data.contains("message"), "{data}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_smtp_server_that_refuses_is_retried_with_backoff_then_the_email_is_dead() {
+    let smtp = SmtpServer::start("refuse", 0).await;
+    let app = spawn_with_smtp(smtp.port).await;
+    let state = state_of(&app);
+    let start = t0();
+    enqueue(&app.pool, start).await;
+    let mut now = start;
+    for (attempt, wait_min) in [(1, 1), (2, 2), (3, 4), (4, 8)] {
+        let stats = notify::process_due(&state, now).await.expect("send");
+        assert_eq!(stats, NotifyStats { sent: 0, failed: 1, dead: 0 }, "attempt {attempt}");
+        let (status, count, next, error) = row(&app.pool).await;
+        assert_eq!((status.as_str(), count, next), ("failed", attempt, Some(now + Duration::minutes(wait_min))));
+        let error = error.expect("last_error");
+        assert!(error.contains("451"), "the server's refusal is kept: {error}");
+        now += Duration::minutes(wait_min);
+    }
+    assert_eq!(notify::process_due(&state, now).await.expect("send"), NotifyStats { sent: 0, failed: 0, dead: 1 });
+    let (status, count, next, _) = row(&app.pool).await;
+    assert_eq!((status.as_str(), count, next), ("dead", 5, None));
+    let refused = smtp.events();
+    assert_eq!(refused.len(), 5, "five real attempts reached the server: {refused:?}");
+    assert!(refused.iter().all(|e| e["event"] == "refused" && e["rcpt"] == "ops@example.com"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_smtp_server_that_is_down_fails_the_send_and_the_retry_delivers_once_it_is_up() {
+    // A port with nothing listening (bound, then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let app = spawn_with_smtp(port).await;
+    let state = state_of(&app);
+    let start = t0();
+    enqueue(&app.pool, start).await;
+    assert_eq!(notify::process_due(&state, start).await.expect("send"), NotifyStats { sent: 0, failed: 1, dead: 0 });
+    let (status, count, next, error) = row(&app.pool).await;
+    assert_eq!((status.as_str(), count, next), ("failed", 1, Some(start + Duration::minutes(1))));
+    let error = error.expect("last_error");
+    assert!(error.contains(&format!("SMTP 127.0.0.1:{port}")), "{error}");
+    // The server comes up on that port; the retry delivers.
+    let smtp = SmtpServer::start("accept", port).await;
+    let stats = notify::process_due(&state, start + Duration::minutes(1)).await.expect("send");
+    assert_eq!(stats, NotifyStats { sent: 1, failed: 0, dead: 0 });
+    assert_eq!(row(&app.pool).await.0, "sent");
+    assert_eq!(smtp.events().len(), 1);
+    app.stop().await;
+}
