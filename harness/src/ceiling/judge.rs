@@ -9,9 +9,11 @@
 //!   no dropped start, late starts ≤ 1 % of the window's starts.
 //!
 //! Harness-bound: the generator's CPU was saturated (≥ 90 % of the threads its runtime has),
-//! or only schedule criteria failed while the server's own service-time p99 met the SLO and
-//! the machine still had idle CPU — the requests that went out were answered in time; the
-//! generator just could not send them on time.
+//! its runtime's workers were busy ≥ 90 % of the trial, or starts were late or dropped (and
+//! nothing but schedule criteria failed) while the server's own service-time p99 met the SLO
+//! and the machine still had idle CPU — the requests that went out were answered in time; the
+//! generator just could not send them on time. An achieved rate short of the offered one is
+//! not such evidence on its own: a server at its throughput limit falls short too.
 
 use serde::{Deserialize, Serialize};
 
@@ -255,7 +257,11 @@ pub fn harness_bound(failures: &[Failure], r: &[LabelReading], c: &Criteria, cpu
         .enumerate()
         .all(|(i, x)| c.slo_p99_ms.get(i).copied().flatten().is_none_or(|slo| x.count == 0 || x.service.p99 <= slo));
     let idle = cpu.machine_busy.is_some_and(|b| b < MACHINE_IDLE_BELOW * 100.0);
-    if failures.iter().all(Failure::is_schedule) && service_ok && idle {
+    // Late or dropped starts are the generator's own evidence; an achieved rate short of the
+    // offered one alone is not — a server at its throughput limit queues requests and falls
+    // short too, with service times still inside the SLO.
+    let lagged = failures.iter().any(|f| matches!(f, Failure::Late { .. } | Failure::Dropped { .. }));
+    if lagged && failures.iter().all(Failure::is_schedule) && service_ok && idle {
         return Some(format!(
             "the schedule fell behind ({}) while service times met the SLO and the machine was {:.0} % busy",
             failures.iter().map(Failure::describe).collect::<Vec<_>>().join("; "),
@@ -342,7 +348,10 @@ mod tests {
     fn a_saturated_generator_or_a_lagging_schedule_is_harness_bound() {
         let c = Criteria { slo_p99_ms: vec![Some(10.0)], max_error_rate: 0.001 };
         let lagging = [reading(50.0, 2.0, 90.0)];
-        let late = vec![Failure::Achieved { label: "a".into(), achieved: 90.0, offered: 100.0 }];
+        let late = vec![
+            Failure::Achieved { label: "a".into(), achieved: 90.0, offered: 100.0 },
+            Failure::Late { label: "a".into(), fraction: 0.2 },
+        ];
         let idle = CpuSplit {
             generator: Some(60.0),
             machine_busy: Some(50.0),
@@ -351,6 +360,9 @@ mod tests {
             ..CpuSplit::default()
         };
         assert!(harness_bound(&late, &lagging, &c, &idle).is_some());
+        // A shortfall without late starts is a server at its throughput limit.
+        let short = vec![Failure::Achieved { label: "a".into(), achieved: 90.0, offered: 100.0 }];
+        assert!(harness_bound(&short, &lagging, &c, &idle).is_none());
         // The same failure on a saturated machine could be the server's.
         let busy = CpuSplit { machine_busy: Some(99.0), ..idle };
         assert!(harness_bound(&late, &lagging, &c, &busy).is_none());

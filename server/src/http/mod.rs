@@ -261,6 +261,10 @@ fn document_shared_failures(doc: &mut OpenApi, protected: bool) {
                 add_response(op, "401", "missing or unknown credential");
                 add_response(op, "429", "rate limited (see Retry-After)");
             }
+            if path.starts_with("/api/v1/agents/{id}/") {
+                // The auth layer answers 410 on every route of a retired agent.
+                add_response(op, "410", "the agent is retired (DELETE /api/v1/agents/{id})");
+            }
         }
     }
 }
