@@ -38,7 +38,7 @@ pub enum Command {
     Compare(CompareArgs),
     /// Merge shard runs (--shard I/N) from several generators into one run directory.
     Merge(MergeArgs),
-    /// Re-render report.md, junit.xml and charts of a run directory.
+    /// Re-render report.md, junit.xml and charts of a run (or a ceiling run) directory.
     Report(ReportArgs),
     /// List scenarios, profiles and thresholds.
     List(ListArgs),
