@@ -248,6 +248,9 @@ fn document_shared_failures(doc: &mut OpenApi, protected: bool) {
         for op in operations_mut(item) {
             if api {
                 add_response(op, "400", "malformed path, query string or body");
+                // A path whose parameter is a literal segment of another route (an id of
+                // `revoke`, say) matches that route, which answers 405 for this method.
+                add_response(op, "405", "the path matches another route that does not take this method");
             }
             if let Some(body) = &op.request_body {
                 // Optional bodies (`OptionalJson`) do not look at the content type.
