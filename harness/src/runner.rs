@@ -244,6 +244,13 @@ async fn drive(
     if let Some(pg) = target.postgres.as_mut() {
         pg.pg_stat_statements = pss_status == "available";
     }
+    let live = match plan.metrics_listen {
+        Some(addr) => Some(crate::metrics::live::serve(addr).await?),
+        None => None,
+    };
+    if let Some(l) = &live {
+        l.metrics().set_targets(&target.base_urls);
+    }
 
     // The database clock bounds the run window of the multi-replica invariants.
     let window_start = match (&pool, target.instance_ids.len() > 1) {
@@ -261,6 +268,7 @@ async fn drive(
         request_timeout: plan.request_timeout,
         cancel: cancel.clone(),
         progress: plan.progress,
+        live: live.as_ref().map(|l| l.metrics()),
     };
     let mut scenarios = Vec::new();
     for sc in &plan.scenarios {

@@ -62,6 +62,8 @@ pub struct EngineConfig {
     pub cancel: Arc<AtomicBool>,
     /// Print progress lines to stderr.
     pub progress: bool,
+    /// `--metrics-listen`: live metrics to feed.
+    pub live: Option<crate::metrics::live::LiveMetrics>,
 }
 
 /// What one scenario run produced.
@@ -190,7 +192,8 @@ pub async fn run_scenario(sc: &ResolvedScenario, cfg: &EngineConfig) -> Result<S
     };
     let total_users: usize = user_counts.iter().sum();
     let launch_rate = 2000usize;
-    let recorder = Arc::new(Recorder::new(&labels));
+    let live = cfg.live.as_ref().map(|l| l.scenario(sc, cfg.late_tolerance));
+    let recorder = Arc::new(Recorder::new(&labels).with_live(live));
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         requests: def.requests.clone(),
@@ -265,7 +268,10 @@ pub async fn run_scenario(sc: &ResolvedScenario, cfg: &EngineConfig) -> Result<S
                 ScheduleCounts { issued: shared.seqs[i].load(Ordering::Relaxed), ..Default::default() }
             }
         })
-        .collect();
+        .collect::<Vec<_>>();
+    if let Some(l) = &cfg.live {
+        l.finish(&def.name, &labels, &schedule);
+    }
     Ok(ScenarioRun {
         labels: recorder.snapshot(),
         schedule,

@@ -1,0 +1,219 @@
+//! E-Divisive means: change-point detection on a series of runs, as in MongoDB's performance CI
+//! and Apache Otava (formerly Hunter).
+//!
+//! Method (Matteson & James, "A Nonparametric Approach for Multiple Change Point Analysis of
+//! Multivariate Data", JASA 2014, with α = 1, i.e. on the means): for a segment Z of n points
+//! and a split τ into X = Z[..τ] and Y = Z[τ..], the energy statistic
+//!
+//! ```text
+//! Q(τ) = τ(n−τ)/n · ( 2/(τ(n−τ)) Σ|Xi−Yj| − 1/C(τ,2) Σ|Xi−Xk| − 1/C(n−τ,2) Σ|Yj−Yk| )
+//! ```
+//!
+//! is large when the two sides differ in location. The best split of a segment is its largest
+//! Q over τ with both sides at least [`Params::min_segment`] long. The search is divisive:
+//! the best split over all current segments is tested with a permutation test — the points of
+//! that segment are shuffled [`Params::permutations`] times, the largest Q of each shuffle
+//! recorded, and p = (1 + #{shuffles ≥ observed}) / (1 + permutations). If p ≤
+//! [`Params::alpha`] the split is a change point and both halves are searched again; otherwise
+//! the search stops. The minimum segment size is what keeps one noisy run from being a shift:
+//! a change point needs `min_segment` runs on each side to agree. Shuffles come from a seeded
+//! generator, so the same inputs always give the same change points.
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+/// Parameters of the detection.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Params {
+    /// Significance level of the permutation test.
+    pub alpha: f64,
+    /// Shuffles per test.
+    pub permutations: usize,
+    /// Fewest points on each side of a change point.
+    pub min_segment: usize,
+    /// Seed of the shuffles.
+    pub seed: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params { alpha: 0.05, permutations: 199, min_segment: 3, seed: 1 }
+    }
+}
+
+/// One change point.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ChangePoint {
+    /// Index of the first point after the change.
+    pub index: usize,
+    /// Permutation p-value.
+    pub p_value: f64,
+    /// Energy statistic of the split.
+    pub q: f64,
+}
+
+/// The best split of `z` with both sides at least `min` long: (τ, Q(τ)).
+pub fn best_split(z: &[f64], min: usize) -> Option<(usize, f64)> {
+    let n = z.len();
+    let min = min.max(1);
+    if n < 2 * min || n < 3 {
+        return None;
+    }
+    let d = |i: usize, j: usize| (z[i] - z[j]).abs();
+    // Sums kept as τ moves right by one: within the left part, within the right part, and
+    // between them.
+    let mut within_l = 0.0;
+    let mut within_r = 0.0;
+    for i in 0..n {
+        for j in i + 1..n {
+            within_r += d(i, j);
+        }
+    }
+    let mut between = 0.0;
+    let mut best: Option<(usize, f64)> = None;
+    for tau in 1..n {
+        // Move point tau-1 from the right part to the left one.
+        let p = tau - 1;
+        let to_left: f64 = (0..p).map(|i| d(i, p)).sum();
+        let to_right: f64 = (tau..n).map(|j| d(p, j)).sum();
+        within_l += to_left;
+        within_r -= to_right;
+        between += to_right - to_left;
+        if tau < min || n - tau < min {
+            continue;
+        }
+        let (a, b) = (tau as f64, (n - tau) as f64);
+        let pairs = |k: f64| if k > 1.0 { k * (k - 1.0) / 2.0 } else { 1.0 };
+        let e = 2.0 * between / (a * b) - within_l / pairs(a) - within_r / pairs(b);
+        let q = a * b / (a + b) * e;
+        if best.is_none_or(|(_, bq)| q > bq) {
+            best = Some((tau, q));
+        }
+    }
+    best
+}
+
+/// The change points of `series`, in index order.
+pub fn change_points(series: &[f64], p: &Params) -> Vec<ChangePoint> {
+    let mut rng = StdRng::seed_from_u64(p.seed);
+    let mut cuts: Vec<usize> = vec![0, series.len()];
+    let mut found = Vec::new();
+    loop {
+        // The best split over every current segment.
+        let mut best: Option<(usize, usize, usize, f64)> = None;
+        for w in cuts.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if let Some((tau, q)) = best_split(&series[a..b], p.min_segment)
+                && best.is_none_or(|(_, _, _, bq)| q > bq)
+            {
+                best = Some((a, b, a + tau, q));
+            }
+        }
+        let Some((a, b, at, q)) = best else { break };
+        let mut shuffled = series[a..b].to_vec();
+        let mut exceed = 0usize;
+        for _ in 0..p.permutations {
+            shuffled.shuffle(&mut rng);
+            if best_split(&shuffled, p.min_segment).is_some_and(|(_, sq)| sq >= q) {
+                exceed += 1;
+            }
+        }
+        let p_value = (1 + exceed) as f64 / (1 + p.permutations) as f64;
+        if p_value > p.alpha {
+            break;
+        }
+        found.push(ChangePoint { index: at, p_value, q });
+        cuts.push(at);
+        cuts.sort_unstable();
+    }
+    found.sort_by_key(|c| c.index);
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic noise in [-1, 1].
+    fn noise(n: usize, seed: u64) -> Vec<f64> {
+        use rand::Rng;
+        let mut r = StdRng::seed_from_u64(seed);
+        (0..n).map(|_| r.random_range(-1.0..=1.0)).collect()
+    }
+
+    #[test]
+    fn a_step_change_is_found_at_the_first_point_after_it() {
+        let z: Vec<f64> = noise(20, 7).iter().enumerate().map(|(i, e)| if i < 12 { 10.0 } else { 15.0 } + e).collect();
+        let cps = change_points(&z, &Params::default());
+        assert_eq!(cps.len(), 1, "{cps:?}");
+        assert_eq!(cps[0].index, 12);
+        assert!(cps[0].p_value <= 0.05);
+    }
+
+    #[test]
+    fn noise_without_a_step_has_no_change_point() {
+        for seed in 0..20 {
+            let z: Vec<f64> = noise(20, seed).iter().map(|e| 10.0 + 2.0 * e).collect();
+            assert!(change_points(&z, &Params::default()).is_empty(), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn one_noisy_run_is_not_a_shift() {
+        let mut z: Vec<f64> = noise(16, 3).iter().map(|e| 10.0 + 0.5 * e).collect();
+        z[8] = 40.0;
+        assert!(change_points(&z, &Params::default()).is_empty());
+        // Even at the end of the history, where it could only be a segment of one.
+        let mut z: Vec<f64> = noise(16, 4).iter().map(|e| 10.0 + 0.5 * e).collect();
+        z[15] = 40.0;
+        assert!(change_points(&z, &Params::default()).is_empty());
+    }
+
+    #[test]
+    fn two_steps_are_both_found() {
+        let z: Vec<f64> = noise(30, 11)
+            .iter()
+            .enumerate()
+            .map(|(i, e)| match i {
+                0..10 => 10.0,
+                10..20 => 20.0,
+                _ => 12.0,
+            } + e)
+            .collect();
+        let idx: Vec<usize> = change_points(&z, &Params::default()).iter().map(|c| c.index).collect();
+        assert_eq!(idx, vec![10, 20]);
+    }
+
+    #[test]
+    fn a_series_too_short_for_two_segments_has_none() {
+        assert!(change_points(&[1.0, 1.0, 5.0, 5.0, 5.0], &Params::default()).is_empty());
+        assert!(best_split(&[1.0], 1).is_none());
+    }
+
+    #[test]
+    fn the_incremental_statistic_matches_the_definition() {
+        let z = [1.0, 2.0, 4.0, 8.0, 3.0, 9.0, 7.0];
+        let q_direct = |tau: usize| {
+            let (x, y) = z.split_at(tau);
+            let (a, b) = (x.len() as f64, y.len() as f64);
+            let between: f64 = x.iter().flat_map(|xi| y.iter().map(move |yj| (xi - yj).abs())).sum();
+            let within = |v: &[f64]| -> f64 {
+                let mut s = 0.0;
+                for i in 0..v.len() {
+                    for k in i + 1..v.len() {
+                        s += (v[i] - v[k]).abs();
+                    }
+                }
+                let n = v.len() as f64;
+                s / (n * (n - 1.0) / 2.0)
+            };
+            a * b / (a + b) * (2.0 * between / (a * b) - within(x) - within(y))
+        };
+        let (tau, q) = best_split(&z, 2).unwrap();
+        let want = (2..=5).map(|t| (t, q_direct(t))).max_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+        assert_eq!(tau, want.0);
+        assert!((q - want.1).abs() < 1e-9);
+    }
+}
