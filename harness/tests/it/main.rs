@@ -7,11 +7,14 @@
 mod support;
 
 mod artifacts;
+mod browser;
 mod compare;
 mod embedded;
 mod exit_codes;
 mod fleet;
 mod flows;
+mod live;
 mod measurement;
 mod scale;
 mod seeds;
+mod trend;
