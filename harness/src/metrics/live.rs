@@ -433,9 +433,9 @@ mod tests {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &r).unwrap();
         assert!(out.contains("# TYPE x_duration_seconds histogram"), "{out}");
-        assert!(out.contains(r#"x_duration_seconds_bucket{scenario="s",label="l",le="0.001"} 0"#), "{out}");
-        assert!(out.contains(r#"x_duration_seconds_bucket{scenario="s",label="l",le="0.0015"} 1"#), "{out}");
-        assert!(out.contains(r#"x_duration_seconds_bucket{scenario="s",label="l",le="+Inf"} 1"#), "{out}");
+        assert!(out.contains(r#"x_duration_seconds_bucket{le="0.001",scenario="s",label="l"} 0"#), "{out}");
+        assert!(out.contains(r#"x_duration_seconds_bucket{le="0.0015",scenario="s",label="l"} 1"#), "{out}");
+        assert!(out.contains(r#"x_duration_seconds_bucket{le="+Inf",scenario="s",label="l"} 1"#), "{out}");
         assert!(out.contains(r#"x_duration_seconds_sum{scenario="s",label="l"} 0.0012"#), "{out}");
     }
 

@@ -54,42 +54,39 @@ pub struct ChangePoint {
     pub q: f64,
 }
 
-/// The best split of `z` with both sides at least `min` long: (τ, Q(τ)).
+/// The best split of `z` with both sides at least `min` long: (τ, Q). As in Matteson & James's
+/// E-Divisive, the right side *Y* = Z[τ..κ] may end before the segment does (κ ≤ n), so a shift
+/// that later returns (up, then back down) is seen as the block it is.
 pub fn best_split(z: &[f64], min: usize) -> Option<(usize, f64)> {
     let n = z.len();
     let min = min.max(1);
     if n < 2 * min || n < 3 {
         return None;
     }
-    let d = |i: usize, j: usize| (z[i] - z[j]).abs();
-    // Sums kept as τ moves right by one: within the left part, within the right part, and
-    // between them.
-    let mut within_l = 0.0;
-    let mut within_r = 0.0;
-    for i in 0..n {
-        for j in i + 1..n {
-            within_r += d(i, j);
+    // s[a][b] = Σ_{i<a, j<b} |z_i − z_j|: any block sum of the distance matrix in O(1).
+    let w = n + 1;
+    let mut s = vec![0.0f64; w * w];
+    for a in 1..=n {
+        for b in 1..=n {
+            s[a * w + b] = (z[a - 1] - z[b - 1]).abs() + s[(a - 1) * w + b] + s[a * w + b - 1] - s[(a - 1) * w + b - 1];
         }
     }
-    let mut between = 0.0;
+    let block =
+        |i0: usize, i1: usize, j0: usize, j1: usize| s[i1 * w + j1] - s[i0 * w + j1] - s[i1 * w + j0] + s[i0 * w + j0];
+    // Pairs within [u, v): half the square block (the diagonal is zero).
+    let within = |u: usize, v: usize| block(u, v, u, v) / 2.0;
+    let pairs = |k: f64| if k > 1.0 { k * (k - 1.0) / 2.0 } else { 1.0 };
     let mut best: Option<(usize, f64)> = None;
-    for tau in 1..n {
-        // Move point tau-1 from the right part to the left one.
-        let p = tau - 1;
-        let to_left: f64 = (0..p).map(|i| d(i, p)).sum();
-        let to_right: f64 = (tau..n).map(|j| d(p, j)).sum();
-        within_l += to_left;
-        within_r -= to_right;
-        between += to_right - to_left;
-        if tau < min || n - tau < min {
-            continue;
-        }
-        let (a, b) = (tau as f64, (n - tau) as f64);
-        let pairs = |k: f64| if k > 1.0 { k * (k - 1.0) / 2.0 } else { 1.0 };
-        let e = 2.0 * between / (a * b) - within_l / pairs(a) - within_r / pairs(b);
-        let q = a * b / (a + b) * e;
-        if best.is_none_or(|(_, bq)| q > bq) {
-            best = Some((tau, q));
+    for tau in min..=n - min {
+        let a = tau as f64;
+        let wx = within(0, tau) / pairs(a);
+        for kappa in tau + min..=n {
+            let b = (kappa - tau) as f64;
+            let e = 2.0 * block(0, tau, tau, kappa) / (a * b) - wx - within(tau, kappa) / pairs(b);
+            let q = a * b / (a + b) * e;
+            if best.is_none_or(|(_, bq)| q > bq) {
+                best = Some((tau, q));
+            }
         }
     }
     best
@@ -206,7 +203,7 @@ mod tests {
     #[test]
     fn the_incremental_statistic_matches_the_definition() {
         let z: [f64; 7] = [1.0, 2.0, 4.0, 8.0, 3.0, 9.0, 7.0];
-        let q_direct = |tau: usize| {
+        let q_direct = |z: &[f64], tau: usize| {
             let (x, y) = z.split_at(tau);
             let (a, b) = (x.len() as f64, y.len() as f64);
             let between: f64 = x.iter().flat_map(|xi: &f64| y.iter().map(move |yj: &f64| (xi - yj).abs())).sum();
@@ -219,7 +216,11 @@ mod tests {
             a * b / (a + b) * (2.0 * between / (a * b) - within(x) - within(y))
         };
         let (tau, q) = best_split(&z, 2).unwrap();
-        let want = (2..=5).map(|t| (t, q_direct(t))).max_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+        let want = (2..=5)
+            .flat_map(|t| (t + 2..=z.len()).map(move |k| (t, k)))
+            .map(|(t, k)| (t, q_direct(&z[..k], t)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap();
         assert_eq!(tau, want.0);
         assert!((q - want.1).abs() < 1e-9);
     }
