@@ -180,7 +180,7 @@ pub fn tick(v: f64) -> String {
 
 /// The "nines" ticks of a percentile axis, as HdrHistogram's plotter labels them.
 pub const NINES_TICKS: [(f64, &str); 5] =
-    [(0.301_03, "50 %"), (1.0, "90 %"), (2.0, "99 %"), (3.0, "99.9 %"), (4.0, "99.99 %")];
+    [(std::f64::consts::LOG10_2, "50 %"), (1.0, "90 %"), (2.0, "99 %"), (3.0, "99.9 %"), (4.0, "99.99 %")];
 
 type Res = Result<(), String>;
 
