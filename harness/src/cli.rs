@@ -38,8 +38,10 @@ pub enum Command {
     Compare(CompareArgs),
     /// Merge shard runs (--shard I/N) from several generators into one run directory.
     Merge(MergeArgs),
-    /// Re-render report.md, junit.xml and charts of a run (or a ceiling run) directory.
+    /// Re-render report.md, report.html, junit.xml and charts of a run (or a ceiling run) directory.
     Report(ReportArgs),
+    /// Trends across run directories: p50/p99 and throughput by commit, with change points.
+    Trend(TrendArgs),
     /// List scenarios, profiles and thresholds.
     List(ListArgs),
 }
@@ -157,6 +159,9 @@ pub struct CommonArgs {
     /// multi-replica invariants after the run.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
     pub replicas: u64,
+    /// Live metrics.
+    #[command(flatten)]
+    pub live: LiveArgs,
     /// Scenario and seed directories.
     #[command(flatten)]
     pub files: FilesArgs,
@@ -278,6 +283,35 @@ pub struct ReportArgs {
     pub run_dir: PathBuf,
 }
 
+/// `trend` options.
+#[derive(Debug, Clone, Args)]
+pub struct TrendArgs {
+    /// Run directories (each with a summary.json); other paths are skipped with a note.
+    #[arg(required = true, num_args = 1.., value_name = "RUN_DIR")]
+    pub runs: Vec<PathBuf>,
+    /// Directory to write trend.json, report.html and the charts to.
+    #[arg(long, value_name = "DIR", default_value = "artifacts/trend")]
+    pub out: PathBuf,
+    /// Significance level of the change-point permutation test.
+    #[arg(long, default_value_t = crate::trend::edivisive::Params::default().alpha)]
+    pub alpha: f64,
+    /// Shuffles per permutation test.
+    #[arg(long, default_value_t = crate::trend::edivisive::Params::default().permutations)]
+    pub permutations: usize,
+    /// Fewest runs on each side of a change point (one noisy run is never a shift).
+    #[arg(long, default_value_t = crate::trend::edivisive::Params::default().min_segment, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub min_segment: usize,
+}
+
+/// Live metrics of the commands that drive load.
+#[derive(Debug, Clone, Args)]
+pub struct LiveArgs {
+    /// Serve the run's metrics as Prometheus text while it runs at ADDR (e.g. 127.0.0.1:9464):
+    /// GET /metrics, and GET /targets (HTTP service discovery of the servers driven).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
 /// `list` options.
 #[derive(Debug, Clone, Args)]
 pub struct ListArgs {
@@ -340,6 +374,8 @@ pub struct RunPlan {
     pub shard: Option<scenario::Shard>,
     /// `--replicas` (embedded mode).
     pub replicas: usize,
+    /// `--metrics-listen`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The directory `name` next to the working directory, else in the source tree.
@@ -456,6 +492,7 @@ impl RunPlan {
             progress: !args.common.quiet,
             shard,
             replicas: args.common.replicas as usize,
+            metrics_listen: args.common.live.metrics_listen,
         })
     }
 }

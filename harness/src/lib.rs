@@ -19,6 +19,9 @@
 //!    `summary.json` and the `.hlog`s, then renders `report.md`, `junit.xml` and the charts from
 //!    those files alone.
 //!
+//! `trend` ([`trend`]) reads many run directories and flags persistent shifts across commits;
+//! `run --metrics-listen ADDR` serves live Prometheus metrics ([`metrics::live`]).
+//!
 //! `merge` ([`merge`]) adds the histograms of several generators' run directories (`run --shard
 //! I/N`) and writes one run directory through the same [`report`] code.
 //!
@@ -39,6 +42,7 @@ pub mod scenario;
 pub mod seed;
 pub mod stats;
 pub mod target;
+pub mod trend;
 pub mod trial;
 
 use std::path::{Path, PathBuf};
@@ -132,6 +136,7 @@ pub async fn run(cli: cli::Cli) -> Outcome {
             },
             Err(e) => Outcome::failed(e),
         },
+        Command::Trend(args) => trend::trend(&args).unwrap_or_else(Outcome::failed),
         Command::List(args) => runner::list(&args).unwrap_or_else(Outcome::failed),
     }
 }

@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use crate::cli::{CompareArgs, ListArgs, RunPlan, SeedArgs, default_dir};
 use crate::gate::{self, NoiseFloor, ThresholdVerdict};
 use crate::host::{HostInfo, git_commit};
+use crate::metrics::live::LiveServer;
 use crate::report;
 use crate::report::summary::{self, ScenarioSummary, Summary, Verdict};
 use crate::scenario::engine::EngineConfig;
@@ -67,8 +68,21 @@ pub async fn run(plan: RunPlan) -> Outcome {
     }
 }
 
-/// The engine configuration of a plan against a target.
-pub(crate) fn engine_config(plan: &RunPlan, target: &Target, cancel: &Arc<AtomicBool>) -> EngineConfig {
+/// Serves `--metrics-listen` (when given) with the target's servers as discovery targets.
+pub(crate) async fn start_live(plan: &RunPlan, target: &Target) -> Result<Option<LiveServer>, HarnessError> {
+    let Some(addr) = plan.metrics_listen else { return Ok(None) };
+    let live = crate::metrics::live::serve(addr).await?;
+    live.metrics().set_targets(&target.base_urls);
+    Ok(Some(live))
+}
+
+/// The engine configuration of a plan against a target (`live`: the `--metrics-listen` feed).
+pub(crate) fn engine_config(
+    plan: &RunPlan,
+    target: &Target,
+    cancel: &Arc<AtomicBool>,
+    live: Option<&LiveServer>,
+) -> EngineConfig {
     EngineConfig {
         base_url: target.base_url.clone(),
         base_urls: target.base_urls.clone(),
@@ -80,6 +94,7 @@ pub(crate) fn engine_config(plan: &RunPlan, target: &Target, cancel: &Arc<Atomic
         request_timeout: plan.request_timeout,
         cancel: cancel.clone(),
         progress: plan.progress,
+        live: live.map(|l| l.metrics()),
     }
 }
 
@@ -141,7 +156,8 @@ async fn drive(
         (Some(p), true) => Some(crate::replicas::db_now(p).await?),
         _ => None,
     };
-    let cfg = engine_config(plan, target, cancel);
+    let live = start_live(plan, target).await?;
+    let cfg = engine_config(plan, target, cancel, live.as_ref());
     let env = TrialEnv { cfg: &cfg, pool: pool.as_ref(), pss_status: &pss_status };
     let mut scenarios = Vec::new();
     for sc in &plan.scenarios {

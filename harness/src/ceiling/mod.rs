@@ -11,6 +11,7 @@
 pub mod chart;
 pub mod judge;
 pub mod output;
+pub mod page;
 pub mod search;
 
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{CeilingArgs, Profile, RunArgs, RunPlan};
 use crate::runner::{self, cancel_flag};
+use crate::scenario::engine::EngineConfig;
 use crate::scenario::{Model, ResolvedScenario};
 use crate::seed::SeedReport;
 use crate::target::{self, Target};
@@ -211,6 +213,10 @@ async fn search(
         plan.params.confirmations,
         plan.confirm.as_secs()
     );
+    let live = runner::start_live(&plan.run, target).await?;
+    let mut cfg = runner::engine_config(&plan.run, target, cancel, live.as_ref());
+    // One progress line per trial is enough during a search.
+    cfg.progress = false;
     let mut s = Search::new(plan.params);
     let mut trials: Vec<TrialRecord> = Vec::new();
     while let Some((phase, factor)) = s.next_trial() {
@@ -220,7 +226,7 @@ async fn search(
         if plan.reset && !trials.is_empty() {
             target.reset(cancel).await?;
         }
-        let rec = one_trial(plan, target, pool.as_ref(), &pss_status, cancel, trials.len() + 1, phase, factor).await?;
+        let rec = one_trial(plan, target, pool.as_ref(), &pss_status, &cfg, trials.len() + 1, phase, factor).await?;
         eprintln!("[ceiling {}] {}", plan.base.def.name, rec.progress_line());
         s.record(phase, factor, rec.passed, rec.harness_bound.is_some());
         trials.push(rec);
@@ -238,16 +244,13 @@ async fn one_trial(
     target: &Target,
     pool: Option<&sqlx::PgPool>,
     pss_status: &str,
-    cancel: &Arc<AtomicBool>,
+    cfg: &EngineConfig,
     n: usize,
     phase: Phase,
     factor: f64,
 ) -> Result<TrialRecord, HarnessError> {
     let sc = plan.trial_load(phase, factor);
-    let mut cfg = runner::engine_config(&plan.run, target, cancel);
-    // One progress line per trial is enough during a search.
-    cfg.progress = false;
-    let env = TrialEnv { cfg: &cfg, pool, pss_status };
+    let env = TrialEnv { cfg, pool, pss_status };
     let (before, busy_before, t) = (judge::machine_ticks(), judge::runtime_busy().0, Instant::now());
     let result = trial::run(env, &sc, target.procs()).await?;
     let machine_busy = judge::machine_busy(before, judge::machine_ticks());

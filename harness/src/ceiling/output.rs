@@ -63,12 +63,9 @@ impl TrialRecord {
         let lat = worst
             .map(|l| format!("p50 {:.2} ms, p99 {:.2} ms ({})", l.corrected.p50, l.corrected.p99, l.label))
             .unwrap_or_default();
-        let verdict = match (&self.harness_bound, self.passed) {
-            (_, true) => "pass".to_string(),
-            (Some(why), false) => format!("HARNESS-BOUND: {why}"),
-            (None, false) => {
-                format!("fail: {}", self.failures.iter().map(Failure::describe).collect::<Vec<_>>().join("; "))
-            }
+        let verdict = match &self.harness_bound {
+            Some(why) if !self.passed => format!("HARNESS-BOUND: {why}"),
+            _ => self.verdict_text(),
         };
         format!(
             "trial {} {:?} ×{:.3}: offered {:.1}/s, achieved {:.1}/s, {lat}; cpu server {} generator {} postgres {} — {verdict}",
@@ -84,7 +81,29 @@ impl TrialRecord {
     }
 }
 
-fn pct(v: Option<f64>) -> String {
+impl TrialRecord {
+    /// The worst label's corrected p50 and p99 (ms).
+    pub fn worst_p50_p99(&self) -> (f64, f64) {
+        self.labels
+            .iter()
+            .filter(|l| l.count > 0)
+            .fold((0.0f64, 0.0f64), |(a, b), l| (a.max(l.corrected.p50), b.max(l.corrected.p99)))
+    }
+
+    /// `pass`, `harness-bound` or `fail: <criteria>`.
+    pub fn verdict_text(&self) -> String {
+        match (&self.harness_bound, self.passed) {
+            (_, true) => "pass".into(),
+            (Some(_), false) => "harness-bound".into(),
+            (None, false) => {
+                format!("fail: {}", self.failures.iter().map(Failure::describe).collect::<Vec<_>>().join("; "))
+            }
+        }
+    }
+}
+
+/// A CPU share as `43 %` (`n/a` when not sampled).
+pub fn pct(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.0} %")).unwrap_or_else(|| "n/a".into())
 }
 
@@ -317,7 +336,7 @@ pub fn slo_text(sc: &ResolvedScenario, c: &Criteria) -> String {
     parts.join(", ")
 }
 
-/// Writes `ceiling.json`, `report.md` and the knee chart.
+/// Writes `ceiling.json`, `report.md`, `report.html` and the knee chart.
 pub fn write(dir: &Path, c: &Ceiling) -> Result<(), HarnessError> {
     let p = dir.join(FILE);
     let text = serde_json::to_string_pretty(c).map_err(|e| HarnessError::Config(e.to_string()))?;
@@ -332,12 +351,13 @@ pub fn read(dir: &Path) -> Result<Ceiling, HarnessError> {
     serde_json::from_str(&text).map_err(|e| HarnessError::Config(format!("{}: {e}", p.display())))
 }
 
-/// (Re-)renders `report.md` and the knee chart from `ceiling.json`.
+/// (Re-)renders `report.md`, `report.html` and the knee chart from `ceiling.json`.
 pub fn render(dir: &Path) -> Result<(), HarnessError> {
     let c = read(dir)?;
     let chart = super::chart::knee(dir, &c)?;
     let p = dir.join("report.md");
-    std::fs::write(&p, markdown(&c, &chart)).map_err(|e| HarnessError::io(&p, e))
+    std::fs::write(&p, markdown(&c, &chart)).map_err(|e| HarnessError::io(&p, e))?;
+    crate::report::html::write(dir, &super::page::page(dir, &c, &chart))
 }
 
 /// The report: verdict, the Capacity section (answer, meaning, CPU split, trials table).
@@ -380,19 +400,8 @@ pub fn capacity_section(c: &Ceiling, chart: &str) -> String {
         a.bracket.map(|[l, h]| format!("[{l:.1}, {h:.1}]/s")).unwrap_or_else(|| "—".into()),
         if a.failing_criteria.is_empty() { "—".into() } else { a.failing_criteria.join("; ") }
     );
-    if let Some(cpu) = &a.cpu_at_answer {
-        let _ = writeln!(
-            s,
-            "CPU at the answer (mean over the measured window, % of one core): server {}, generator {} ({} runtime threads), \
-             PostgreSQL {}; machine {} busy of {} cores. Generator, server and PostgreSQL share the machine: read the \
-             rates as this machine's, and compare builds as ratios measured in one run.\n",
-            pct(cpu.server),
-            pct(cpu.generator),
-            cpu.generator_threads,
-            pct(cpu.postgres),
-            pct(cpu.machine_busy),
-            c.host.cores
-        );
+    if let Some(cpu) = cpu_sentence(c) {
+        let _ = writeln!(s, "{cpu}\n");
     }
     if !c.meaning.is_empty() {
         s.push_str("What it means:\n\n");
@@ -401,11 +410,21 @@ pub fn capacity_section(c: &Ceiling, chart: &str) -> String {
         }
         s.push('\n');
     }
-    let _ = writeln!(
-        s,
+    let _ = writeln!(s, "{}\n", criteria_sentence(c));
+    if !chart.is_empty() {
+        let _ = writeln!(s, "![knee]({chart}.png) ([SVG]({chart}.svg))\n");
+    }
+    s.push_str(&trials_table(c));
+    s.push('\n');
+    s
+}
+
+/// The criteria and trial lengths of a search, as a sentence.
+pub fn criteria_sentence(c: &Ceiling) -> String {
+    format!(
         "Criteria: corrected p99 ≤ SLO ({}), error rate ≤ {:.3} %, achieved ≥ 98 % of offered, no dropped starts, late \
          starts ≤ 1 %. Trials: {} s warm-up, {} s measured ({} s for the {} confirmations); bracket precision {:.0} %. \
-         State: {}.\n",
+         State: {}.",
         c.criteria
             .slo_p99_ms
             .iter()
@@ -421,13 +440,23 @@ pub fn capacity_section(c: &Ceiling, chart: &str) -> String {
         c.confirmations,
         c.precision * 100.0,
         c.state_reset
-    );
-    if !chart.is_empty() {
-        let _ = writeln!(s, "![knee]({chart}.png) ([SVG]({chart}.svg))\n");
-    }
-    s.push_str(&trials_table(c));
-    s.push('\n');
-    s
+    )
+}
+
+/// The CPU split at the answer, as a sentence (none when there is no answer).
+pub fn cpu_sentence(c: &Ceiling) -> Option<String> {
+    let cpu = c.answer.cpu_at_answer.as_ref()?;
+    Some(format!(
+        "CPU at the answer (mean over the measured window, % of one core): server {}, generator {} ({} runtime threads), \
+         PostgreSQL {}; machine {} busy of {} cores. Generator, server and PostgreSQL share the machine: read the \
+         rates as this machine's, and compare builds as ratios measured in one run.",
+        pct(cpu.server),
+        pct(cpu.generator),
+        cpu.generator_threads,
+        pct(cpu.postgres),
+        pct(cpu.machine_busy),
+        c.host.cores
+    ))
 }
 
 /// One row per trial: phase, offered and achieved rate, worst-label p50/p99, CPU, verdict.
@@ -439,28 +468,18 @@ fn trials_table(c: &Ceiling) -> String {
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
     for t in &c.trials {
-        let (p50, p99) = t
-            .labels
-            .iter()
-            .filter(|l| l.count > 0)
-            .fold((0.0f64, 0.0f64), |(a, b), l| (a.max(l.corrected.p50), b.max(l.corrected.p99)));
-        let v = match (&t.harness_bound, t.passed) {
-            (_, true) => "pass".into(),
-            (Some(_), false) => "harness-bound".into(),
-            (None, false) => {
-                format!("fail: {}", t.failures.iter().map(Failure::describe).collect::<Vec<_>>().join("; "))
-            }
-        };
+        let (p50, p99) = t.worst_p50_p99();
         let _ = writeln!(
             s,
-            "| {} | {:?} | {:.1} | {:.1} | {p50:.2} | {p99:.2} | {} | {} | {} | {v} |",
+            "| {} | {:?} | {:.1} | {:.1} | {p50:.2} | {p99:.2} | {} | {} | {} | {} |",
             t.n,
             t.phase,
             t.offered_rate,
             t.achieved_rate,
             pct(t.cpu.server),
             pct(t.cpu.generator),
-            pct(t.cpu.postgres)
+            pct(t.cpu.postgres),
+            t.verdict_text()
         );
     }
     s

@@ -14,6 +14,7 @@
 
 pub mod fleet;
 pub mod hlog;
+pub mod live;
 pub mod sampler;
 
 use std::collections::BTreeMap;
@@ -77,15 +78,28 @@ impl ErrorCounts {
     }
 
     fn add(&mut self, outcome: Outcome) {
-        match outcome {
-            Outcome::Ok(_) | Outcome::Client(true) => {}
-            Outcome::Client(false) => self.body_check += 1,
-            Outcome::Transport => self.transport += 1,
-            Outcome::Status(s) if (400..500).contains(&s) => self.status_4xx += 1,
-            Outcome::Status(s) if (500..600).contains(&s) => self.status_5xx += 1,
-            Outcome::Status(_) => self.unexpected_status += 1,
-            Outcome::BodyCheck(_) => self.body_check += 1,
-        }
+        let Some(class) = error_class(outcome) else { return };
+        let slot = match class {
+            0 => &mut self.transport,
+            1 => &mut self.status_4xx,
+            2 => &mut self.status_5xx,
+            3 => &mut self.unexpected_status,
+            _ => &mut self.body_check,
+        };
+        *slot += 1;
+    }
+}
+
+/// The error class of an outcome, as an index into [`live::ERROR_CLASSES`] (transport, 4xx,
+/// 5xx, unexpected status, body check); `None` for a success.
+pub fn error_class(outcome: Outcome) -> Option<usize> {
+    match outcome {
+        Outcome::Ok(_) | Outcome::Client(true) => None,
+        Outcome::Transport => Some(0),
+        Outcome::Status(s) if (400..500).contains(&s) => Some(1),
+        Outcome::Status(s) if (500..600).contains(&s) => Some(2),
+        Outcome::Status(_) => Some(3),
+        Outcome::BodyCheck(_) | Outcome::Client(false) => Some(4),
     }
 }
 
@@ -168,6 +182,8 @@ pub struct Recorder {
     labels: Vec<Mutex<LabelStats>>,
     total: AtomicU64,
     errors: AtomicU64,
+    /// `--metrics-listen`: the live metrics of this scenario's labels.
+    live: Option<live::LiveScenario>,
 }
 
 impl Recorder {
@@ -179,7 +195,14 @@ impl Recorder {
             labels: labels.iter().map(|l| Mutex::new(LabelStats::new(l))).collect(),
             total: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            live: None,
         }
+    }
+
+    /// Also feeds every request to `live` (labels in the same order), when given.
+    pub fn with_live(mut self, live: Option<live::LiveScenario>) -> Self {
+        self.live = live;
+        self
     }
 
     /// Sets time zero (the first call wins).
@@ -239,6 +262,10 @@ impl Recorder {
             }
         }
         drop(s);
+        if let Some(l) = &self.live {
+            let lag = micros(started.saturating_duration_since(intended));
+            l.record(label, corrected, service, error_class(outcome), lag);
+        }
         self.total.fetch_add(1, Ordering::Relaxed);
         if is_error {
             self.errors.fetch_add(1, Ordering::Relaxed);

@@ -76,6 +76,12 @@ fn clk_tck() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// Clock ticks per second, read once per process.
+pub fn ticks_per_second() -> f64 {
+    static TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TCK.get_or_init(clk_tck)
+}
+
 /// utime + stime of `pid`, in ticks.
 pub fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

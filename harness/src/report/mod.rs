@@ -1,11 +1,14 @@
-//! Artifacts of a run: `summary.json`, `report.md`, `junit.xml` and the charts.
+//! Artifacts of a run: `summary.json`, `report.md`, `report.html`, `junit.xml` and the charts.
 //!
 //! Data flow: the run writes `summary.json` ([`summary`]) and one `.hlog` per scenario, then
 //! calls [`render`], which reads *only those files* back and produces `report.md`
-//! ([`markdown`]), `junit.xml` ([`junit`]) and the PNG/SVG charts ([`charts`]). `report RUN_DIR`
-//! calls the same [`render`], so a re-rendered report is exactly what the run produced.
+//! ([`markdown`]), the self-contained `report.html` ([`html`]), `junit.xml` ([`junit`]) and the
+//! PNG/SVG charts ([`charts`]). `report RUN_DIR` calls the same [`render`], so a re-rendered
+//! report is exactly what the run produced. A command with sections of its own (capacity,
+//! A/B, faults) calls [`render_with`].
 
 pub mod charts;
+pub mod html;
 pub mod junit;
 pub mod markdown;
 pub mod summary;
@@ -60,10 +63,8 @@ pub fn render_any(dir: &Path) -> Result<(), HarnessError> {
     render(dir)
 }
 
-/// Re-renders `report.md`, `junit.xml` and the charts of a run directory from its
-/// `summary.json` and hlogs.
-pub fn render(dir: &Path) -> Result<(), HarnessError> {
-    let s = summary::read(dir)?;
+/// Reads the whole-run histogram of every (scenario, tag) from a run directory's hlogs.
+pub fn spectra(dir: &Path, s: &summary::Summary) -> Result<Spectra, HarnessError> {
     let mut spectra = Spectra::new();
     for sc in &s.scenarios {
         let path = dir.join(&sc.hlog);
@@ -72,11 +73,26 @@ pub fn render(dir: &Path) -> Result<(), HarnessError> {
             spectra.insert((sc.name.clone(), tag.clone()), hlog::merged(ivs));
         }
     }
-    let charts = charts::render_all(dir, &s, &spectra)?;
-    let md = markdown::render(&s, &charts);
+    Ok(spectra)
+}
+
+/// Re-renders `report.md`, `report.html`, `junit.xml` and the charts of a run directory from
+/// its `summary.json` and hlogs.
+pub fn render(dir: &Path) -> Result<(), HarnessError> {
+    let s = summary::read(dir)?;
+    render_with(dir, &s, &[])
+}
+
+/// [`render`] for a summary already in hand, with `extra` sections in `report.html` (a
+/// command's own results: capacity, A/B, faults), placed after the baseline table.
+pub fn render_with(dir: &Path, s: &summary::Summary, extra: &[html::Section]) -> Result<(), HarnessError> {
+    let spectra = spectra(dir, s)?;
+    let charts = charts::render_all(dir, s, &spectra)?;
+    let md = markdown::render(s, &charts);
     let p = dir.join("report.md");
     std::fs::write(&p, md).map_err(|e| HarnessError::io(&p, e))?;
+    html::write(dir, &html::run_page(dir, s, &charts, extra))?;
     let p = dir.join("junit.xml");
-    std::fs::write(&p, junit::render(&s)).map_err(|e| HarnessError::io(&p, e))?;
+    std::fs::write(&p, junit::render(s)).map_err(|e| HarnessError::io(&p, e))?;
     Ok(())
 }

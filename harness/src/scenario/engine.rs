@@ -62,6 +62,8 @@ pub struct EngineConfig {
     pub cancel: Arc<AtomicBool>,
     /// Print progress lines to stderr.
     pub progress: bool,
+    /// `--metrics-listen`: live metrics to feed.
+    pub live: Option<crate::metrics::live::LiveMetrics>,
 }
 
 /// What one scenario run produced.
@@ -189,7 +191,8 @@ pub async fn run_scenario(sc: &ResolvedScenario, cfg: &EngineConfig) -> Result<S
         Model::Closed => vec![sc.shard_users().max(1)],
     };
     let total_users: usize = user_counts.iter().sum();
-    let recorder = Arc::new(Recorder::new(&labels));
+    let live = cfg.live.as_ref().map(|l| l.scenario(sc, cfg.late_tolerance));
+    let recorder = Arc::new(Recorder::new(&labels).with_live(live));
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         requests: def.requests.clone(),
@@ -217,9 +220,13 @@ pub async fn run_scenario(sc: &ResolvedScenario, cfg: &EngineConfig) -> Result<S
     result.map_err(|e| EngineError::Goose(format!("{e:?}")))?;
     let (t0, started_at) = shared.start.get().copied().unwrap_or((shared.created, SystemTime::now()));
     let elapsed = Instant::now().saturating_duration_since(t0);
+    let schedule = schedule_counts(sc, &shared);
+    if let Some(l) = &cfg.live {
+        l.finish(&def.name, &labels, &schedule);
+    }
     Ok(ScenarioRun {
         labels: recorder.snapshot(),
-        schedule: schedule_counts(sc, &shared),
+        schedule,
         started_at,
         elapsed,
         t0,

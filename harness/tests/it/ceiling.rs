@@ -126,6 +126,14 @@ async fn ceiling_finds_a_known_capacity_within_10_percent_and_brackets_it() {
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("## Capacity"), "{report}");
     assert!(out.join("cap-knee.png").is_file() && out.join("cap-knee.svg").is_file());
+    // report.html: self-contained, the Capacity section and the knee chart inline, every trial.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("id=\"capacity\"") && html.contains("<svg"), "no capacity section or inline chart");
+    assert!(!html.contains("src=\"http") && !html.contains("href=\"http"));
+    for t in trials {
+        let offered = format!(">{:.1}<", t["offered_rate"].as_f64().unwrap());
+        assert!(html.contains(&offered), "trial row {offered} missing from report.html");
+    }
 }
 
 /// Busy work that keeps the (only) runtime thread from serving timers on time.

@@ -7,12 +7,15 @@
 mod support;
 
 mod artifacts;
+mod browser;
 mod ceiling;
 mod compare;
 mod embedded;
 mod exit_codes;
 mod fleet;
 mod flows;
+mod live;
 mod measurement;
 mod scale;
 mod seeds;
+mod trend;

@@ -156,7 +156,12 @@ max = 0
 
 /// Asserts that `instance` is valid against the committed summary schema.
 pub fn validate_summary(instance: &serde_json::Value) {
-    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/summary.schema.json");
+    validate("summary.schema.json", instance);
+}
+
+/// Asserts that `instance` is valid against the committed schema `harness/schema/<file>`.
+pub fn validate(file: &str, instance: &serde_json::Value) {
+    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema").join(file);
     let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(schema_path).unwrap()).unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
     let errors: Vec<String> =
@@ -225,4 +230,32 @@ pub async fn reference_run() -> PathBuf {
     })
     .await
     .clone()
+}
+
+/// Whether the external program `bin` (chromium, prometheus) is here; when it is not, tries
+/// once to install it with `scripts/ensure-report-tools.sh` (Debian packages, as root).
+/// `false` only when it cannot be installed: the caller skips with that message.
+pub fn ensure_tool(bin: &str) -> bool {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    let present = || std::process::Command::new(bin).arg("--version").output().is_ok_and(|o| o.status.success());
+    if present() {
+        return true;
+    }
+    INSTALL.call_once(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ensure-report-tools.sh");
+        let st = std::process::Command::new("bash").arg(script).status();
+        eprintln!("scripts/ensure-report-tools.sh: {st:?}");
+    });
+    if present() {
+        return true;
+    }
+    eprintln!(
+        "skipped: {bin} is not installed and could not be installed (run scripts/ensure-report-tools.sh as root)"
+    );
+    false
+}
+
+/// A free loopback port (bound and released; the caller binds it again at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
