@@ -25,7 +25,9 @@
 //! [`run`] maps every outcome to an exit code: 0 all seed thresholds held, 1 a threshold or the
 //! regression gate failed, 2 the run could not be carried out.
 
+pub mod balancer;
 pub mod cli;
+pub mod clock;
 pub mod embedded;
 pub mod gate;
 pub mod host;

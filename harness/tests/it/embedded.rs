@@ -153,7 +153,7 @@ max = 0.01
         eprintln!("{}: {}", i["name"], i["detail"]);
         assert_eq!(i["held"], true, "{}: {}", i["name"], i["detail"]);
     }
-    assert!(inv[3]["detail"].as_str().unwrap().contains("admitted 10,"), "{}", inv[3]["detail"]);
+    assert!(inv[3]["detail"].as_str().unwrap().contains("admitted 5,"), "{}", inv[3]["detail"]);
     assert!(out.join("server.log").is_file() && out.join("server-2.log").is_file());
     assert_eq!(s["server_settings"]["CERTCTL_RATELIMIT_BACKEND"], "postgres");
     support::validate_summary(&s);
