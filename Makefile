@@ -13,6 +13,8 @@ TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 deps:
 	@bash scripts/ensure-postgres.sh
 	@bash scripts/ensure-actionlint.sh
+	@bash scripts/ensure-kubernetes-validate.sh
+	@bash scripts/ensure-haproxy.sh
 
 ## Main job: certctl-server against a throw-away PostgreSQL with the demo seed (Ctrl-C stops it).
 run: deps

@@ -406,7 +406,11 @@ impl RunPlan {
         let balancer = match (args.replicas > 1, args.balancer) {
             (false, _) => BalancerArg::RoundRobin,
             (true, BalancerArg::Auto) => {
-                if crate::balancer::find_haproxy().is_some() { BalancerArg::Haproxy } else { BalancerArg::RoundRobin }
+                if crate::balancer::find_haproxy().is_some() {
+                    BalancerArg::Haproxy
+                } else {
+                    BalancerArg::RoundRobin
+                }
             }
             (true, BalancerArg::Haproxy) => {
                 crate::balancer::find_haproxy().ok_or_else(|| {

@@ -162,10 +162,8 @@ fn check_starts(inputs: &[(PathBuf, Summary)]) -> Result<(), HarnessError> {
         }
         return Ok(());
     }
-    let starts: Vec<SystemTime> = inputs
-        .iter()
-        .filter_map(|(d, s)| s.scenarios.first().and_then(|sc| hlog_start(&d.join(&sc.hlog))))
-        .collect();
+    let starts: Vec<SystemTime> =
+        inputs.iter().filter_map(|(d, s)| s.scenarios.first().and_then(|sc| hlog_start(&d.join(&sc.hlog)))).collect();
     if let (Some(lo), Some(hi)) = (starts.iter().min(), starts.iter().max())
         && let Ok(spread) = hi.duration_since(*lo)
         && spread > clock::UNSYNCED_TOLERANCE

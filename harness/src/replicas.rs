@@ -257,7 +257,11 @@ async fn endpoints(client: &reqwest::Client, base: &str) -> Result<AcmeEndpoints
         .await
         .map_err(|e| format!("GET {url}: {e}"))?;
     let field = |k: &str| dir.get(k).and_then(Value::as_str).map(str::to_string).ok_or(format!("{url} has no {k}"));
-    Ok(AcmeEndpoints { new_nonce: field("newNonce")?, new_account: field("newAccount")?, key_change: field("keyChange")? })
+    Ok(AcmeEndpoints {
+        new_nonce: field("newNonce")?,
+        new_account: field("newAccount")?,
+        key_change: field("keyChange")?,
+    })
 }
 
 async fn nonce(client: &reqwest::Client, url: &str) -> Result<String, String> {
@@ -386,7 +390,10 @@ async fn shared_rate_limit_exact(pool: &PgPool, urls: &[String]) -> Result<Invar
             c.admitted,
             c.limited,
             c.other.len(),
-            c.other.first().map(|o| format!(" (first: {})", o.chars().take(200).collect::<String>())).unwrap_or_default(),
+            c.other
+                .first()
+                .map(|o| format!(" (first: {})", o.chars().take(200).collect::<String>()))
+                .unwrap_or_default(),
             stored.map(|n| n.to_string()).unwrap_or_else(|| "none".into())
         ),
     })

@@ -133,6 +133,8 @@ max = 0.01
         "200",
         "--replicas",
         "2",
+        "--balancer",
+        "round-robin",
         "--out",
         out.to_str().unwrap(),
     ])
@@ -154,6 +156,9 @@ max = 0.01
         assert_eq!(i["held"], true, "{}: {}", i["name"], i["detail"]);
     }
     assert!(inv[3]["detail"].as_str().unwrap().contains("admitted 5,"), "{}", inv[3]["detail"]);
+    assert!(s["replicas"]["balancer"].as_str().unwrap().starts_with("round-robin in the harness"));
+    let served = s["replicas"]["served_requests"].as_array().unwrap();
+    assert!(served.len() == 2 && served.iter().all(|n| n.as_u64().unwrap() > 0), "{served:?}");
     assert!(out.join("server.log").is_file() && out.join("server-2.log").is_file());
     assert_eq!(s["server_settings"]["CERTCTL_RATELIMIT_BACKEND"], "postgres");
     support::validate_summary(&s);
@@ -165,4 +170,89 @@ max = 0.01
     for url in targets {
         assert!(reqwest::Client::new().get(format!("{url}/health")).send().await.is_err(), "{url} still up");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_behind_haproxy_hold_the_invariants_and_every_replica_serves() {
+    if certctl_loadtest::balancer::find_haproxy().is_none() {
+        eprintln!("skipped: haproxy is not installed (scripts/ensure-haproxy.sh)");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let sdir = root.path().join("scenarios");
+    std::fs::create_dir_all(&sdir).unwrap();
+    // Renewal jobs for the replicas' processors to race over, and reads that haproxy spreads.
+    std::fs::write(
+        sdir.join("spread.toml"),
+        r#"
+name = "spread"
+description = "bulk renewals and reads through haproxy"
+fixtures = ["01_bulk_renewal_certs.sql"]
+[load]
+model = "open"
+duration_s = 4
+[[requests]]
+label = "bulk_renew"
+method = "POST"
+path = "/api/v1/certificates/bulk-renew"
+auth = "api_key"
+body = '{"certificate_ids": {cert_batch}}'
+batch = 10
+rate = 4
+expect = [200]
+check_json_field = "total_matched"
+[[requests]]
+label = "health"
+method = "GET"
+path = "/health"
+rate = 30
+expect = [200]
+[[thresholds]]
+set = "seed"
+label = "health"
+metric = "error_rate"
+max = 0.01
+[profiles.smoke]
+"#,
+    )
+    .unwrap();
+    let out = root.path().join("run");
+    let Some(o) = support::run_embedded(&[
+        "--scenarios-dir",
+        sdir.to_str().unwrap(),
+        "--certs",
+        "200",
+        "--replicas",
+        "3",
+        "--balancer",
+        "haproxy",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+    .await
+    else {
+        return;
+    };
+    assert_eq!(o.code, 0, "{}", o.message);
+    let s = support::summary(&out);
+    support::validate_summary(&s);
+    let r = &s["replicas"];
+    assert_eq!(r["count"], 3);
+    for i in r["invariants"].as_array().unwrap() {
+        assert_eq!(i["held"], true, "{}: {}", i["name"], i["detail"]);
+    }
+    let balancer = r["balancer"].as_str().unwrap();
+    assert!(balancer.starts_with("HAProxy version") && balancer.contains("roundrobin over 3 servers"), "{balancer}");
+    // The load went to haproxy's one address, and every replica answered part of it.
+    let target = s["target"].as_str().unwrap();
+    assert!(!target.contains(", ") && balancer.contains(target), "{target} / {balancer}");
+    let served: Vec<u64> = r["served_requests"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).collect();
+    assert_eq!(served.len(), 3);
+    assert!(served.iter().all(|n| *n > 10), "requests per replica: {served:?}");
+    let cfg = std::fs::read_to_string(out.join("haproxy.cfg")).unwrap();
+    assert!(cfg.contains("http-check send meth GET uri /ready"), "{cfg}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("HAProxy version"), "the report names the balancing");
+    // haproxy was stopped with the servers.
+    assert!(reqwest::Client::new().get(format!("{target}/health")).send().await.is_err(), "{target} still up");
 }

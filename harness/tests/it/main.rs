@@ -8,6 +8,8 @@ mod support;
 
 mod artifacts;
 mod compare;
+mod deploy;
+mod distributed;
 mod embedded;
 mod exit_codes;
 mod fleet;
