@@ -256,3 +256,76 @@ max = 0.01
     // haproxy was stopped with the servers.
     assert!(reqwest::Client::new().get(format!("{target}/health")).send().await.is_err(), "{target} still up");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_replica_memory_limiters_break_the_shared_rate_limit_invariant() {
+    // Two servers on one database, each with its own in-memory limiter: the HTTP probe must
+    // see each admit the account's key-change budget, 2 × 5, and call the invariant broken.
+    let Ok(server_bin) = certctl_loadtest::embedded::find_server_bin(None) else {
+        eprintln!("skipped: no certctl-server binary");
+        return;
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let opts = certctl_loadtest::embedded::EmbeddedOptions {
+        server_bin: server_bin.clone(),
+        durability: certctl_pg_embedded::Durability::Fast,
+        log_dir: logs.path().to_path_buf(),
+        api_key: "loadtest-probe-test".into(),
+        ready_timeout: std::time::Duration::from_secs(120),
+        replicas: 1,
+    };
+    let env = {
+        let _g = support::lock().await;
+        certctl_loadtest::embedded::Embedded::start(&opts, || false).await.unwrap()
+    };
+    assert_ne!(env.server_env.get("CERTCTL_RATELIMIT_BACKEND").map(String::as_str), Some("postgres"));
+    let port = certctl_pg_embedded::free_port().unwrap();
+    let mut second = std::process::Command::new(&server_bin);
+    for (k, v) in certctl_loadtest::embedded::SERVER_DEFAULTS {
+        second.env(k, v);
+    }
+    let mut second = second
+        .env("CERTCTL_DATABASE_URL", &env.database_url)
+        .env("CERTCTL_SERVER_HOST", "127.0.0.1")
+        .env("CERTCTL_SERVER_PORT", port.to_string())
+        .env("CERTCTL_RATELIMIT_BACKEND", "memory")
+        .env("CERTCTL_API_KEYS_NAMED", "loadtest:loadtest-probe-test:admin")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let second_url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..600 {
+        if client.get(format!("{second_url}/ready")).send().await.is_ok_and(|r| r.status().is_success()) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&env.database_url).await.unwrap();
+    let urls = vec![env.base_url.clone(), second_url];
+    let from = certctl_loadtest::replicas::db_now(&pool).await.unwrap();
+    let r = certctl_loadtest::replicas::check(
+        &pool,
+        from,
+        certctl_loadtest::replicas::Topology {
+            instance_ids: &[],
+            pids: &[],
+            replica_urls: &urls,
+            probe_urls: &urls,
+            balancer: "test",
+            api_key: None,
+        },
+    )
+    .await
+    .unwrap();
+    let _ = second.kill();
+    let _ = second.wait();
+    assert!(ready, "the second server never became ready");
+    let inv = r.invariants.iter().find(|i| i.name == "shared_rate_limit_exact").unwrap();
+    assert!(!inv.held, "{}", inv.detail);
+    assert!(inv.detail.contains("admitted 10,"), "{}", inv.detail);
+    drop(env);
+}
