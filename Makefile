@@ -16,21 +16,24 @@ deps:
 	@bash scripts/ensure-postgres.sh
 	@bash scripts/ensure-actionlint.sh
 	@bash scripts/ensure-py-tools.sh >/dev/null
+	@bash scripts/ensure-kubernetes-validate.sh
+	@bash scripts/ensure-haproxy.sh
 
 ## Main job: certctl-server against a throw-away PostgreSQL with the demo seed (Ctrl-C stops it).
 run: deps
 	$(CARGO) build --workspace --all-targets --locked
 	$(TARGET_DIR)/debug/certctl-dev
 
-## All tests: unit + integration against a real throw-away PostgreSQL.
+## All tests: unit + integration against a real throw-away PostgreSQL. Release profile, the
+## one `make loadtest` builds (with every test target), so after it nothing compiles again.
 test: deps
-	$(CARGO) test --workspace --locked
+	$(CARGO) test --workspace --release --locked
 
 ## ACME interoperability end to end: lego (Debian package) obtains and revokes certificates
 ## (http-01 on loopback) against certctl-dev. Installs lego when missing (root + apt).
 acme-e2e: deps
-	$(CARGO) build --workspace --all-targets --locked
-	bash scripts/acme-e2e.sh
+	$(CARGO) build --workspace --release --all-targets --locked
+	CERTCTL_DEV=$(TARGET_DIR)/release/certctl-dev bash scripts/acme-e2e.sh
 
 ## Hot-path benchmark: release build, throw-away PostgreSQL + certctl-server with the fleet
 ## seeded, then wrk (HTTP) against pgbench (the same SQL) per hot endpoint at 16 and 64
@@ -66,8 +69,10 @@ clean:
 LOADTEST ?= $(TARGET_DIR)/release/certctl-loadtest
 LOADTEST_ARGS ?=
 
+## Every target (tests too): `make test` then reuses this build instead of compiling the
+## dependencies again in another profile or with other features.
 loadtest-release: deps
-	$(CARGO) build --workspace --release --locked
+	$(CARGO) build --workspace --release --all-targets --locked
 
 ## Smoke profile (~15 s per scenario), all scenarios.
 loadtest: loadtest-release

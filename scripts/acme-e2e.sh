@@ -6,7 +6,8 @@
 #
 # Exits non-zero on any failure and prints the server log. Usage:
 #   scripts/acme-e2e.sh              # uses target/debug/certctl-dev ($CARGO_TARGET_DIR/debug/
-#                                    # certctl-dev when that is set)
+#                                    # certctl-dev when that is set); `make acme-e2e` passes
+#                                    # the release build's, which `make test` already made
 # Environment:
 #   CERTCTL_DEV=path                 the certctl-dev binary
 #   ACME_E2E_PROFILE=prof-standard-tls   profile to enrol under (challenge mode)
@@ -47,7 +48,10 @@ command -v openssl >/dev/null 2>&1 || fail "openssl is required"
 bash "$ROOT/scripts/ensure-postgres.sh"
 if [ ! -x "$BIN" ]; then
   log "building certctl-dev"
-  cargo build --workspace --locked >&2
+  case "$BIN" in
+    */release/*) cargo build --workspace --release --locked >&2 ;;
+    *) cargo build --workspace --locked >&2 ;;
+  esac
 fi
 [ -x "$BIN" ] || fail "no certctl-dev binary at $BIN"
 

@@ -77,6 +77,17 @@ pub enum DurabilityArg {
     Durable,
 }
 
+/// How requests reach the servers of a `--replicas N` run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BalancerArg {
+    /// haproxy when it is installed, else round-robin.
+    Auto,
+    /// Debian's haproxy in front of the servers.
+    Haproxy,
+    /// The harness addresses the servers in turn itself.
+    RoundRobin,
+}
+
 /// Options shared by commands that read scenario and seed files.
 #[derive(Debug, Clone, Args)]
 pub struct FilesArgs {
@@ -107,6 +118,14 @@ pub struct RunArgs {
     /// users/N); combine the N run directories with `merge`.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
+    /// Synchronized start: the scenario's schedule zero is this wall-clock instant (RFC 3339,
+    /// e.g. 2026-12-01T10:00:00Z), so shards on several machines line up second by second.
+    /// One scenario per run; the instant must be in the future.
+    #[arg(long, value_name = "RFC3339", conflicts_with = "start_in")]
+    pub start_at: Option<String>,
+    /// Synchronized start in SECONDS from now (the same as --start-at now+SECONDS).
+    #[arg(long, value_name = "SECONDS")]
+    pub start_in: Option<u64>,
     /// Target, fleet and schedule options (shared with `ceiling`).
     #[command(flatten)]
     pub common: CommonArgs,
@@ -155,13 +174,18 @@ pub struct CommonArgs {
     #[arg(long, short)]
     pub quiet: bool,
     /// Embedded mode: start N servers on the one database (distinct instance ids, shared
-    /// postgres rate limiter), spread requests round-robin over them, and check the
+    /// postgres rate limiter), spread requests over them (see --balancer), and check the
     /// multi-replica invariants after the run.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
     pub replicas: u64,
     /// Live metrics.
     #[command(flatten)]
     pub live: LiveArgs,
+    /// With --replicas N: how requests reach the servers. haproxy: Debian's haproxy on a
+    /// loopback port in front of them (round-robin, health checks on /ready); round-robin: the
+    /// harness addresses the servers in turn itself; auto: haproxy when installed.
+    #[arg(long, value_enum, default_value_t = BalancerArg::Auto)]
+    pub balancer: BalancerArg,
     /// Scenario and seed directories.
     #[command(flatten)]
     pub files: FilesArgs,
@@ -328,7 +352,7 @@ pub enum Mode {
         /// The server binary.
         server_bin: PathBuf,
         /// PostgreSQL settings.
-        durability: certctl_server::pg_embedded::Durability,
+        durability: certctl_pg_embedded::Durability,
     },
     /// Drive `target`.
     External {
@@ -376,6 +400,39 @@ pub struct RunPlan {
     pub replicas: usize,
     /// `--metrics-listen`.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How the replicas are balanced (`Auto` resolved; round-robin for one server).
+    pub balancer: BalancerArg,
+    /// `--start-at` / `--start-in`: the schedule's zero on the wall clock.
+    pub start_at: Option<std::time::SystemTime>,
+}
+
+/// The instant of `--start-at TEXT` or `--start-in SECONDS` (relative to `now`); an instant
+/// not after `now` is an error.
+pub fn start_instant(
+    start_at: Option<&str>,
+    start_in: Option<u64>,
+    now: std::time::SystemTime,
+) -> Result<Option<std::time::SystemTime>, HarnessError> {
+    let at = match (start_at, start_in) {
+        (Some(t), _) => {
+            let parsed = chrono::DateTime::parse_from_rfc3339(t)
+                .map_err(|e| HarnessError::Config(format!("--start-at {t}: not an RFC 3339 instant ({e})")))?;
+            std::time::SystemTime::from(parsed.with_timezone(&chrono::Utc))
+        }
+        (None, Some(secs)) => now + Duration::from_secs(secs),
+        (None, None) => return Ok(None),
+    };
+    if at <= now {
+        let fmt = |t: std::time::SystemTime| {
+            chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        };
+        return Err(HarnessError::Config(format!(
+            "the synchronized start {} is not in the future (now {}): pick a later --start-at",
+            fmt(at),
+            fmt(now)
+        )));
+    }
+    Ok(Some(at))
 }
 
 /// The directory `name` next to the working directory, else in the source tree.
@@ -429,8 +486,8 @@ impl RunPlan {
             None => Mode::Embedded {
                 server_bin: embedded::find_server_bin(args.common.server_bin.as_deref())?,
                 durability: match args.common.durability {
-                    DurabilityArg::Fast => certctl_server::pg_embedded::Durability::Fast,
-                    DurabilityArg::Durable => certctl_server::pg_embedded::Durability::Durable,
+                    DurabilityArg::Fast => certctl_pg_embedded::Durability::Fast,
+                    DurabilityArg::Durable => certctl_pg_embedded::Durability::Durable,
                 },
             },
         };
@@ -438,6 +495,44 @@ impl RunPlan {
             return Err(HarnessError::Config(
                 "--replicas starts servers, so it needs embedded mode: drop --target".into(),
             ));
+        }
+        let balancer = match (args.common.replicas > 1, args.common.balancer) {
+            (false, _) => BalancerArg::RoundRobin,
+            (true, BalancerArg::Auto) => {
+                if crate::balancer::find_haproxy().is_some() {
+                    BalancerArg::Haproxy
+                } else {
+                    BalancerArg::RoundRobin
+                }
+            }
+            (true, BalancerArg::Haproxy) => {
+                crate::balancer::find_haproxy().ok_or_else(|| {
+                    HarnessError::Config(
+                        "--balancer haproxy: haproxy is not installed (apt-get install -y haproxy, or \
+                         scripts/ensure-haproxy.sh)"
+                            .into(),
+                    )
+                })?;
+                BalancerArg::Haproxy
+            }
+            (true, b) => b,
+        };
+        let start_at = start_instant(args.start_at.as_deref(), args.start_in, std::time::SystemTime::now())?;
+        if start_at.is_some() {
+            // One schedule zero per run: a second scenario would start whenever the first
+            // ended, which the other shards cannot know.
+            if scenarios.len() != 1 {
+                return Err(HarnessError::Config(format!(
+                    "--start-at synchronizes one scenario, but {} are selected: pass one --scenario",
+                    scenarios.len()
+                )));
+            }
+            if let Some(sc) = scenarios.iter().find(|s| s.def.scheduler_throughput.is_some()) {
+                return Err(HarnessError::Config(format!(
+                    "--start-at: scenario {} is one timed drain, not a schedule to synchronize",
+                    sc.def.name
+                )));
+            }
         }
         if let Some(b) = &args.baseline
             && !b.join(crate::report::summary::FILE).is_file()
@@ -493,6 +588,8 @@ impl RunPlan {
             shard,
             replicas: args.common.replicas as usize,
             metrics_listen: args.common.live.metrics_listen,
+            balancer,
+            start_at,
         })
     }
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use certctl_server::pg_embedded::{self, Cluster, ClusterOptions, Durability};
+use certctl_pg_embedded::{self as pg_embedded, Cluster, ClusterOptions, Durability};
 
 /// Problems starting the embedded environment (all exit code 2).
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,8 @@
 //! 1. [`cli`] parses the options once into a [`cli::RunPlan`] (scenario files read and
 //!    validated, profile applied, server binary found) — nothing is started before that;
 //! 2. [`embedded`] starts a throw-away PostgreSQL and `certctl-server` (or external mode checks
-//!    `--target`); [`seed`] applies the fixtures;
+//!    `--target`), with [`balancer`]'s haproxy in front of `--replicas N`; [`seed`] applies the
+//!    fixtures; with `--start-at`, [`clock`] records the declared start and the clock offset;
 //! 3. per scenario, [`scenario::engine`] builds a goose attack whose users follow the
 //!    open-model [`scenario::schedule`] (or a closed loop) and record every request into the
 //!    HDR histograms of [`metrics`]; [`metrics::sampler`] samples server RSS/CPU and database
@@ -23,13 +24,18 @@
 //! `run --metrics-listen ADDR` serves live Prometheus metrics ([`metrics::live`]).
 //!
 //! `merge` ([`merge`]) adds the histograms of several generators' run directories (`run --shard
-//! I/N`) and writes one run directory through the same [`report`] code.
+//! I/N`, synchronized by one `--start-at`) and writes one run directory through the same
+//! [`report`] code. After a `--replicas N` run, [`replicas`] checks the multi-replica
+//! invariants against the database and over HTTP. The harness reaches the server only over HTTP
+//! and SQL; its throw-away PostgreSQL is the `certctl-pg-embedded` crate.
 //!
 //! [`run`] maps every outcome to an exit code: 0 all seed thresholds held, 1 a threshold or the
 //! regression gate failed, 2 the run could not be carried out.
 
+pub mod balancer;
 pub mod ceiling;
 pub mod cli;
+pub mod clock;
 pub mod embedded;
 pub mod gate;
 pub mod host;

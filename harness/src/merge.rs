@@ -2,8 +2,10 @@
 //!
 //! Data flow: each input's `summary.json` and `<scenario>.hlog` are read back; per scenario and
 //! label the interval histograms are **added** — interval *k* of every input into merged
-//! interval *k* (intervals are seconds since each generator's own time zero, so shards started
-//! together line up by index) — and the whole-run histogram is the sum of the merged
+//! interval *k* (intervals are seconds since each generator's time zero: with a shared
+//! `--start-at` that zero is one wall-clock instant, so the shards line up by index; without
+//! one, only as well as they were started together, and a spread over a second is warned
+//! about) — and the whole-run histogram is the sum of the merged
 //! intervals. Percentiles are then read from the merged histograms; they are never averaged.
 //! Counts, error classes, status codes, planned/late/dropped starts and target rates are
 //! summed; achieved rates are recomputed from the merged counts; thresholds (taken from the
@@ -22,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cli::MergeArgs;
+use crate::clock;
 use crate::gate::{self, ThresholdResult};
 use crate::metrics::{ErrorCounts, Interval, LabelStats, hlog};
 use crate::report::summary::{self, MergedRun, Resources, ScenarioSummary, Summary};
@@ -35,6 +38,7 @@ pub fn merge(args: &MergeArgs) -> Result<Outcome, HarnessError> {
     let inputs: Vec<(PathBuf, Summary)> =
         args.runs.iter().map(|d| summary::read(d).map(|s| (d.clone(), s))).collect::<Result<_, _>>()?;
     check_consistent(&inputs)?;
+    check_starts(&inputs)?;
     std::fs::create_dir_all(&args.out).map_err(|e| HarnessError::io(&args.out, e))?;
     let merged = merge_runs(&inputs, &args.out)?;
     summary::write(&args.out, &merged)?;
@@ -122,6 +126,53 @@ fn check_consistent(inputs: &[(PathBuf, Summary)]) -> Result<(), HarnessError> {
         if !missing.is_empty() {
             eprintln!("certctl-loadtest: warning: merging an incomplete shard set, missing {}", missing.join(", "));
         }
+    }
+    Ok(())
+}
+
+/// Refuses shards whose declared starts (`--start-at`) differ, or that mix declared and
+/// undeclared starts: their intervals would be added across different seconds. Warns when
+/// synchronized shards' measured clock offsets disagree beyond [`clock::OFFSET_TOLERANCE_MS`],
+/// and when unsynchronized inputs' first scenarios started further apart than
+/// [`clock::UNSYNCED_TOLERANCE`] (their per-second figures are then smeared by that much).
+fn check_starts(inputs: &[(PathBuf, Summary)]) -> Result<(), HarnessError> {
+    let Some((first_dir, first)) = inputs.first() else { return Ok(()) };
+    let declared = |s: &Summary| s.start.as_ref().map(|st| st.at.clone());
+    for (dir, s) in &inputs[1..] {
+        if declared(s) != declared(first) {
+            let show = |d: Option<String>| d.unwrap_or_else(|| "no --start-at".into());
+            return Err(HarnessError::Config(format!(
+                "cannot merge: {} started at {} but {} at {}: shards must share one --start-at",
+                dir.display(),
+                show(declared(s)),
+                first_dir.display(),
+                show(declared(first))
+            )));
+        }
+    }
+    if declared(first).is_some() {
+        let offsets: Vec<f64> = inputs.iter().filter_map(|(_, s)| s.start.as_ref()?.clock_offset_ms).collect();
+        let (lo, hi) = offsets.iter().fold((f64::MAX, f64::MIN), |(lo, hi), o| (lo.min(*o), hi.max(*o)));
+        if offsets.len() > 1 && hi - lo > clock::OFFSET_TOLERANCE_MS {
+            eprintln!(
+                "certctl-loadtest: warning: the shards' clocks disagree by {:.0} ms (measured against the database): \
+                 their intervals are misaligned by about that much",
+                hi - lo
+            );
+        }
+        return Ok(());
+    }
+    let starts: Vec<SystemTime> =
+        inputs.iter().filter_map(|(d, s)| s.scenarios.first().and_then(|sc| hlog_start(&d.join(&sc.hlog)))).collect();
+    if let (Some(lo), Some(hi)) = (starts.iter().min(), starts.iter().max())
+        && let Ok(spread) = hi.duration_since(*lo)
+        && spread > clock::UNSYNCED_TOLERANCE
+    {
+        eprintln!(
+            "certctl-loadtest: warning: the inputs started {:.1} s apart without --start-at: per-second intervals \
+             are added by index, so each merged second mixes seconds that far apart",
+            spread.as_secs_f64()
+        );
     }
     Ok(())
 }
@@ -355,10 +406,19 @@ pub fn merge_runs(inputs: &[(PathBuf, Summary)], out: &Path) -> Result<Summary, 
                     commit: s.commit.clone(),
                     started_at: s.started_at.clone(),
                     host: format!("{} ({}, {} cores)", s.host.hostname, s.host.cpu_model, s.host.cores),
+                    start_at: s.start.as_ref().map(|st| st.at.clone()),
+                    clock_offset_ms: s.start.as_ref().and_then(|st| st.clock_offset_ms),
                 })
                 .collect(),
         ),
         replicas: None,
+        // The shards' common declared start (checked equal); their offsets are per input.
+        start: first.start.as_ref().map(|st| crate::clock::SyncStart {
+            at: st.at.clone(),
+            clock_offset_ms: None,
+            clock_reference: None,
+            clock_rtt_ms: None,
+        }),
     };
     s.verdict = crate::runner::verdict(&s);
     Ok(s)

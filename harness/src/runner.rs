@@ -46,6 +46,7 @@ pub(crate) fn target_spec(plan: &RunPlan) -> TargetSpec {
         api_key: plan.api_key.clone(),
         ready_timeout: plan.ready_timeout,
         replicas: plan.replicas,
+        balancer: plan.balancer,
     }
 }
 
@@ -95,6 +96,7 @@ pub(crate) fn engine_config(
         cancel: cancel.clone(),
         progress: plan.progress,
         live: live.map(|l| l.metrics()),
+        start_at: plan.start_at,
     }
 }
 
@@ -158,6 +160,11 @@ async fn drive(
     };
     let live = start_live(plan, target).await?;
     let cfg = engine_config(plan, target, cancel, live.as_ref());
+    // Measured before the load, so the reading does not compete with it.
+    let sync_start = match plan.start_at {
+        Some(at) => Some(crate::clock::record(at, pool.as_ref()).await),
+        None => None,
+    };
     let env = TrialEnv { cfg: &cfg, pool: pool.as_ref(), pss_status: &pss_status };
     let mut scenarios = Vec::new();
     for sc in &plan.scenarios {
@@ -174,16 +181,25 @@ async fn drive(
     if cancel.load(Ordering::Relaxed) {
         return Err(HarnessError::Interrupted);
     }
-    let replicas = match (&pool, &target.database_url, window_start) {
-        (Some(p), Some(url), Some(from)) => {
+    let replicas = match (&pool, window_start) {
+        (Some(p), Some(from)) => {
             eprintln!("certctl-loadtest: checking the multi-replica invariants");
             let pids = target.procs().server;
-            Some(crate::replicas::check(p, url, from, &target.instance_ids, &pids).await?)
+            let topology = crate::replicas::Topology {
+                instance_ids: &target.instance_ids,
+                pids: &pids,
+                replica_urls: &target.replica_urls,
+                probe_urls: &target.probe_urls,
+                balancer: &target.balancing,
+                api_key: plan.api_key.as_deref(),
+            };
+            Some(crate::replicas::check(p, from, topology).await?)
         }
         _ => None,
     };
     let mut summary = new_summary(plan, target, started_at, seeding, scenarios);
     summary.replicas = replicas;
+    summary.start = sync_start;
     summary.verdict = verdict(&summary);
     summary::write(&plan.out_dir, &summary)?;
     if let Some(base) = &plan.baseline {
@@ -235,6 +251,7 @@ pub(crate) fn new_summary(
         shard: plan.shard,
         merged_from: None,
         replicas: None,
+        start: None,
     }
 }
 

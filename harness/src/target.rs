@@ -33,6 +33,8 @@ pub struct TargetSpec {
     pub ready_timeout: Duration,
     /// Servers to start (embedded).
     pub replicas: usize,
+    /// How the replicas are balanced (`--balancer`, resolved).
+    pub balancer: crate::cli::BalancerArg,
 }
 
 /// The environment being driven.
@@ -46,6 +48,14 @@ pub struct Target {
     pub base_urls: Vec<String>,
     /// Instance ids of the replicas (empty unless `--replicas N`, N > 1).
     pub instance_ids: Vec<String>,
+    /// The servers' own URLs (their `/metrics` say what each served).
+    pub replica_urls: Vec<String>,
+    /// Where the rate-limit probe goes: the replicas, or the balancer in front of them.
+    pub probe_urls: Vec<String>,
+    /// How the load reaches the servers (for the report).
+    pub balancing: String,
+    /// `--balancer haproxy`: stopped before the servers.
+    pub haproxy: Option<crate::balancer::Haproxy>,
     /// What the summary says about PostgreSQL.
     pub postgres: Option<PostgresInfo>,
     /// The embedded environment.
@@ -67,6 +77,9 @@ impl Target {
 
     /// Stops everything the harness started.
     pub fn teardown(&mut self) {
+        if let Some(mut h) = self.haproxy.take() {
+            h.stop();
+        }
         if let Some(mut e) = self.embedded.take() {
             e.teardown();
         }
@@ -123,10 +136,32 @@ pub async fn start(spec: &TargetSpec, cancel: &Arc<AtomicBool>) -> Result<Target
                 env.pids.iter().map(u32::to_string).collect::<Vec<_>>().join(", "),
                 env.pg_version
             );
+            let haproxy = match spec.balancer {
+                crate::cli::BalancerArg::Haproxy => Some(
+                    crate::balancer::Haproxy::start(&env.base_urls, &spec.log_dir, spec.ready_timeout)
+                        .await
+                        .map_err(|e| HarnessError::Target(e.to_string()))?,
+                ),
+                _ => None,
+            };
+            // Through haproxy every request (and the probe) goes to its one address.
+            let (base_url, base_urls, balancing) = match &haproxy {
+                Some(h) => {
+                    eprintln!("certctl-loadtest: {} balancing at {}", h.version, h.url);
+                    (h.url.clone(), vec![h.url.clone()], h.describe(&env.base_urls))
+                }
+                None => {
+                    (env.base_url.clone(), env.base_urls.clone(), crate::balancer::describe_round_robin(&env.base_urls))
+                }
+            };
             Ok(Target {
-                base_url: env.base_url.clone(),
+                base_url,
                 database_url: Some(env.database_url.clone()),
-                base_urls: env.base_urls.clone(),
+                probe_urls: base_urls.clone(),
+                base_urls,
+                replica_urls: env.base_urls.clone(),
+                balancing,
+                haproxy,
                 instance_ids: env.instance_ids.clone(),
                 postgres: Some(PostgresInfo {
                     version: env.pg_version.clone(),
@@ -151,6 +186,10 @@ pub async fn start(spec: &TargetSpec, cancel: &Arc<AtomicBool>) -> Result<Target
                 base_url: target.clone(),
                 database_url: database_url.clone(),
                 base_urls: vec![target.clone()],
+                replica_urls: vec![target.clone()],
+                probe_urls: vec![target.clone()],
+                balancing: String::new(),
+                haproxy: None,
                 instance_ids: Vec::new(),
                 postgres: None,
                 embedded: None,

@@ -74,6 +74,10 @@ pub async fn run(env: TrialEnv<'_>, sc: &ResolvedScenario, procs: Procs) -> Resu
             Ok((r, st)) => Ok((r, Some(st))),
             Err(e) => Err(HarnessError::Target(e.to_string())),
         },
+        // Set-up (servers, seeding) outlasted a synchronized start: the shards would not line up.
+        None if env.cfg.start_at.is_some_and(|at| at <= std::time::SystemTime::now()) => {
+            Err(HarnessError::Config(crate::clock::start_passed(env.cfg.start_at)))
+        }
         None => engine::run_scenario(sc, env.cfg).await.map(|r| (r, None)).map_err(HarnessError::from),
     };
     let wall = t.elapsed();

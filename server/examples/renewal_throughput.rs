@@ -15,9 +15,9 @@
 use std::time::Instant;
 
 use anyhow::Context;
+use certctl_pg_embedded::{Cluster, ClusterOptions, create_database};
 use certctl_server::AppState;
 use certctl_server::config::{Config, ConfigOutcome};
-use certctl_server::pg_embedded::{Cluster, ClusterOptions, create_database};
 use certctl_server::scheduler::jobs;
 
 #[tokio::main]

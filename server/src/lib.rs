@@ -12,7 +12,8 @@
 //! - [`issuance`]: the local CA and the signing entry points.
 //! - [`jobs`]: the job state machine (which status changes a job may make, and by whom).
 //! - [`metrics`]: process-local counters and histograms for `/metrics`.
-//! - [`pg_embedded`]: a throw-away PostgreSQL cluster for development, tests and the harness.
+//! - [`pg_embedded`]: the throw-away PostgreSQL of development and tests (crate
+//!   `certctl-pg-embedded`, shared with the harness).
 //! - [`notify`]: notification events and their delivery (webhook, email, log) with retry/dead.
 //! - [`ratelimit`]: the sliding-window `Limiter` trait and its backends.
 //! - [`scheduler`]: leader election and the background loops (job processor, renewal check, …).
@@ -33,7 +34,8 @@ pub mod issuance;
 pub mod jobs;
 pub mod metrics;
 pub mod notify;
-pub mod pg_embedded;
+/// The throw-away PostgreSQL (crate `certctl-pg-embedded`), re-exported under its old path.
+pub use certctl_pg_embedded as pg_embedded;
 pub mod ratelimit;
 pub mod scheduler;
 

@@ -81,6 +81,8 @@ impl CeilingPlan {
             out: Some(out),
             baseline: None,
             shard: None,
+            start_at: None,
+            start_in: None,
             common: args.common.clone(),
         };
         let run = RunPlan::from_args(&run_args)?;

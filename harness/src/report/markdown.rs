@@ -67,7 +67,24 @@ pub fn render(s: &Summary, charts: &[String]) -> String {
             .collect();
         o.push_str(&format!("- merged from {} runs (histograms added): {}\n", runs.len(), list.join("; ")));
     }
+    if let Some(st) = &s.start {
+        o.push_str(&format!(
+            "- synchronized start (--start-at): {}{}\n",
+            st.at,
+            clock_note(st, s.merged_from.as_deref())
+        ));
+    }
     if let Some(r) = &s.replicas {
+        if let Some(b) = &r.balancer {
+            let served: Vec<String> =
+                r.served_requests.iter().map(|n| n.map(|n| n.to_string()).unwrap_or_else(|| "?".into())).collect();
+            let served = if served.is_empty() {
+                String::new()
+            } else {
+                format!("; requests served per replica: {}", served.join(", "))
+            };
+            o.push_str(&format!("- balancing: {b}{served}\n"));
+        }
         o.push_str(&format!("- {} server replicas on one database; multi-replica invariants:\n", r.count));
         for i in &r.invariants {
             o.push_str(&format!("  - {} `{}`: {}\n", if i.held { "held" } else { "**VIOLATED**" }, i.name, i.detail));
@@ -237,5 +254,18 @@ fn scheduler_throughput_section(o: &mut String, s: &Summary) {
             "| {} | {} | {} | {} | {} | {} | {:.0} | {:.1} | {:.1} |\n",
             sc.name, t.status, t.selected, t.enqueued, t.completed, t.failed, t.call_ms, t.seconds, t.certs_per_s
         ));
+    }
+}
+
+/// The clock offsets behind a synchronized start: this generator's, or each merged input's.
+fn clock_note(st: &crate::clock::SyncStart, merged: Option<&[crate::report::summary::MergedRun]>) -> String {
+    let offsets: Vec<String> = match merged {
+        Some(runs) => runs.iter().filter_map(|r| r.clock_offset_ms.map(|o| format!("{o:+.1}"))).collect(),
+        None => st.clock_offset_ms.map(|o| format!("{o:+.1}")).into_iter().collect(),
+    };
+    if offsets.is_empty() {
+        " (clock offset not measured: no database connection)".into()
+    } else {
+        format!(" (generator clock offset to the database: {} ms)", offsets.join(", "))
     }
 }

@@ -63,6 +63,10 @@ pub struct Summary {
     /// `--replicas N`: the servers and the multi-replica invariants checked after the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<Replicas>,
+    /// `--start-at`: the declared schedule zero and this generator's clock offset (a merged
+    /// run: the shards' common start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<crate::clock::SyncStart>,
 }
 
 /// Multi-replica facts of a `--replicas N` run.
@@ -72,6 +76,14 @@ pub struct Replicas {
     pub count: usize,
     /// Every invariant checked, held or not.
     pub invariants: Vec<Invariant>,
+    /// How requests were spread over the servers (`--balancer`), e.g. haproxy's version and
+    /// algorithm; absent in summaries written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balancer: Option<String>,
+    /// Requests each server answered (its `/metrics`, without health checks), in start
+    /// order; `null` where it could not be read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub served_requests: Vec<Option<u64>>,
 }
 
 /// One multi-replica invariant.
@@ -98,6 +110,12 @@ pub struct MergedRun {
     pub started_at: String,
     /// Its host's CPU model and core count, e.g. `AMD EPYC (2 cores)`.
     pub host: String,
+    /// Its declared `--start-at`, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<String>,
+    /// Its generator's measured clock offset (ms), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<f64>,
 }
 
 /// PostgreSQL facts.

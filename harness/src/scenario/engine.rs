@@ -64,6 +64,9 @@ pub struct EngineConfig {
     pub progress: bool,
     /// `--metrics-listen`: live metrics to feed.
     pub live: Option<crate::metrics::live::LiveMetrics>,
+    /// `--start-at`: time zero on the wall clock (shards on several machines share it);
+    /// `None`: a moment after every user is ready.
+    pub start_at: Option<SystemTime>,
 }
 
 /// What one scenario run produced.
@@ -135,7 +138,7 @@ impl Shared {
     /// Fixes time zero and builds the schedules (once).
     fn release(&self) {
         self.start.get_or_init(|| {
-            let t0 = Instant::now() + START_LEAD;
+            let (t0, wall) = time_zero(self.cfg.start_at);
             self.recorder.set_t0(t0);
             self.recorder.set_measure_from(t0 + self.warmup);
             let _ = self.schedules.set(
@@ -148,7 +151,7 @@ impl Shared {
                     })
                     .collect(),
             );
-            (t0, SystemTime::now() + START_LEAD)
+            (t0, wall)
         });
         self.released.notify_waiters();
     }
@@ -179,6 +182,19 @@ impl Shared {
 
     fn t0(&self) -> Option<Instant> {
         self.start.get().map(|s| s.0)
+    }
+}
+
+/// Time zero, monotonic and wall clock: `start_at` when given (an instant already passed maps
+/// into the past, so the late starts show it), else [`START_LEAD`] from now.
+fn time_zero(start_at: Option<SystemTime>) -> (Instant, SystemTime) {
+    let (now, wall_now) = (Instant::now(), SystemTime::now());
+    match start_at {
+        Some(at) => match at.duration_since(wall_now) {
+            Ok(ahead) => (now + ahead, at),
+            Err(e) => (now.checked_sub(e.duration()).unwrap_or(now), at),
+        },
+        None => (now + START_LEAD, wall_now + START_LEAD),
     }
 }
 

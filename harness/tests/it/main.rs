@@ -10,6 +10,8 @@ mod artifacts;
 mod browser;
 mod ceiling;
 mod compare;
+mod deploy;
+mod distributed;
 mod embedded;
 mod exit_codes;
 mod fleet;

@@ -185,6 +185,8 @@ async fn a_violated_multi_replica_invariant_fails_the_run_with_one_line() {
             held: false,
             detail: "job ids with two versions: 1".into(),
         }],
+        balancer: None,
+        served_requests: Vec::new(),
     });
     let v = certctl_loadtest::verdict(&s);
     assert_eq!(v.exit_code, 1);

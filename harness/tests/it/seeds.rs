@@ -1,18 +1,38 @@
 //! The fixtures against a real throw-away PostgreSQL (migrated, with the demo seed): sizes,
 //! links, OS mix, heartbeat stagger, credentials the harness can compute, idempotence.
 
-use certctl_server::pg_embedded::{Cluster, ClusterOptions, create_database};
 use sha2::{Digest, Sha256};
+use sqlx::postgres::PgPoolOptions;
 
+use certctl_loadtest::embedded::{self, Embedded, EmbeddedOptions};
 use certctl_loadtest::scenario::template::{Fleet, agent_id, agent_token, cert_id};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fixtures_build_the_fleet_idempotently_with_usable_agent_credentials() {
-    let cluster = tokio::task::spawn_blocking(|| Cluster::start(&ClusterOptions::default())).await.unwrap().unwrap();
-    let url = create_database(&cluster.url("postgres"), "seeds").await.unwrap();
-    certctl_server::db::migrate::run(&url).await.unwrap();
-    let pool = certctl_server::db::connect(&url, 2).await.unwrap();
-    certctl_server::db::demo_seed(&pool).await.unwrap();
+    // The real server process migrates the database and applies the demo seed at boot; the
+    // harness reaches it only over HTTP and SQL, as in a run.
+    let server_bin = match embedded::find_server_bin(None) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("skipped: {e}");
+            return;
+        }
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let opts = EmbeddedOptions {
+        server_bin,
+        durability: certctl_pg_embedded::Durability::Fast,
+        log_dir: logs.path().to_path_buf(),
+        api_key: "loadtest-seeds-test".into(),
+        ready_timeout: std::time::Duration::from_secs(120),
+        replicas: 1,
+    };
+    let env = {
+        let _g = crate::support::lock().await;
+        Embedded::start(&opts, || false).await.unwrap()
+    };
+    let url = env.database_url.clone();
+    let pool = PgPoolOptions::new().max_connections(2).connect(&url).await.unwrap();
 
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../seeds");
     let fleet = Fleet { certs: 1200, agents: 500 };
@@ -61,5 +81,5 @@ async fn the_fixtures_build_the_fleet_idempotently_with_usable_agent_credentials
         assert_eq!(hash, hex::encode(Sha256::digest(agent_token(n).as_bytes())), "agent {n}");
     }
     pool.close().await;
-    drop(cluster);
+    drop(env);
 }

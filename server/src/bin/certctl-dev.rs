@@ -7,8 +7,8 @@
 
 use std::process::ExitCode;
 
+use certctl_pg_embedded::{Cluster, ClusterOptions, create_database};
 use certctl_server::config::{Config, ConfigOutcome};
-use certctl_server::pg_embedded::{Cluster, ClusterOptions, create_database};
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use certctl_server::pg_embedded::{Cluster, ClusterOptions, free_port};
+use certctl_pg_embedded::{Cluster, ClusterOptions, free_port};
 
 use crate::support::{ADMIN_KEY, fresh_database_url, spawn_app, spawn_app_on};
 
@@ -31,7 +31,7 @@ async fn ready_turns_503_when_the_database_goes_away() {
         .await
         .expect("join")
         .expect("own cluster");
-    let url = certctl_server::pg_embedded::create_database(&cluster.url("postgres"), "app").await.expect("db");
+    let url = certctl_pg_embedded::create_database(&cluster.url("postgres"), "app").await.expect("db");
     let app = spawn_app_on(&url, &[]).await;
     assert_eq!(app.client.get(app.url("/ready")).send().await.expect("ready").status(), 200);
     app.pool.close().await;

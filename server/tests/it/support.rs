@@ -6,8 +6,8 @@
 
 use std::sync::OnceLock;
 
+use certctl_pg_embedded::{Cluster, ClusterOptions, create_database};
 use certctl_server::config::{Config, ConfigOutcome};
-use certctl_server::pg_embedded::{Cluster, ClusterOptions, create_database};
 use certctl_server::{AppState, RunningServer};
 use sqlx::PgPool;
 

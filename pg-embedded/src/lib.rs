@@ -1,5 +1,9 @@
 //! A throw-away PostgreSQL cluster for development, tests and the harness's embedded mode.
 //!
+//! Its own crate so that both `certctl-server` (its tests and `certctl-dev`) and the load
+//! harness use it without the harness compiling the server: the harness reaches the server
+//! only over HTTP and SQL.
+//!
 //! Flow: find the server binaries (`PATH`, then the newest `/usr/lib/postgresql/*/bin`),
 //! `initdb` into a fresh temporary directory, append settings to `postgresql.conf`, start
 //! `postgres` on a free loopback port (with its socket in the same directory), and hand back a
