@@ -5,7 +5,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use sqlx::PgPool;
+
 use crate::cli::{CompareArgs, ListArgs, RunPlan, SeedArgs, default_dir};
+use crate::faults::inject::{Bounds, FaultTarget, Injector};
 use crate::gate::{self, NoiseFloor, ThresholdVerdict};
 use crate::host::{HostInfo, git_commit};
 use crate::report;
@@ -45,6 +48,7 @@ pub(crate) fn target_spec(plan: &RunPlan) -> TargetSpec {
         api_key: plan.api_key.clone(),
         ready_timeout: plan.ready_timeout,
         replicas: plan.replicas,
+        faults: plan.scenarios.iter().any(|s| !s.def.faults.is_empty()),
     }
 }
 
@@ -80,6 +84,8 @@ pub(crate) fn engine_config(plan: &RunPlan, target: &Target, cancel: &Arc<Atomic
         request_timeout: plan.request_timeout,
         cancel: cancel.clone(),
         progress: plan.progress,
+        started: None,
+        track_acks: false,
     }
 }
 
@@ -150,7 +156,9 @@ async fn drive(
         }
         seed_for(plan, target, sc, &mut seeding).await?;
         announce(plan, sc);
-        let result = trial::run(env, sc, target.procs()).await?;
+        let procs = target.procs();
+        let injector = fault_injector(target, sc, pool.as_ref(), cancel);
+        let result = trial::run(env, sc, procs, injector).await?;
         let hlog_name = format!("{}.hlog", sc.def.name);
         result.write_hlog(&plan.out_dir, &hlog_name, sc)?;
         scenarios.push(result.summarize(sc, hlog_name));
@@ -183,6 +191,27 @@ async fn drive(
         message: summary.verdict.reason.clone(),
         run_dir: Some(plan.out_dir.clone()),
     })
+}
+
+/// The injector of `sc`'s faults against `target` (none without faults).
+fn fault_injector<'a>(
+    target: &'a mut Target,
+    sc: &ResolvedScenario,
+    pool: Option<&PgPool>,
+    cancel: &Arc<AtomicBool>,
+) -> Option<Injector<'a>> {
+    if sc.def.faults.is_empty() {
+        return None;
+    }
+    let bounds = Bounds::from_settings(&target.server_env);
+    let ids = target.instance_ids.clone();
+    let on = match (target.embedded.as_mut(), &target.database_url) {
+        (Some(e), _) => FaultTarget::Embedded(e),
+        (None, Some(url)) => FaultTarget::External { database_url: url.clone() },
+        // The plan refused faults an external target without a database cannot suffer.
+        (None, None) => return None,
+    };
+    Some(Injector::new(&sc.def.faults, on, pool.cloned(), ids, bounds, cancel.clone()))
 }
 
 /// A summary of `scenarios` run under `plan` against `target` (verdict still to be judged).
@@ -284,8 +313,15 @@ pub fn verdict(s: &Summary) -> Verdict {
             format!("{}: label {} completed no requests{why} — the run measured nothing", sc.name, l.label)
         })
     });
+    let faults = |f: fn(&crate::faults::FaultsSummary) -> Option<String>| {
+        s.scenarios.iter().find_map(|sc| sc.faults.as_ref().and_then(f).map(|why| format!("{}: {why}", sc.name)))
+    };
     let (exit_code, reason) = if let Some(why) = unmeasured {
         (2, format!("{why}; {targets_note}"))
+    } else if let Some(why) = faults(crate::faults::FaultsSummary::not_carried_out) {
+        (2, format!("fault not carried out: {why}; {targets_note}"))
+    } else if let Some(why) = faults(crate::faults::FaultsSummary::failure) {
+        (1, format!("{why}; {targets_note}"))
     } else if let Some(inv) = broken.first() {
         (1, format!("multi-replica invariant violated: {} ({}); {targets_note}", inv.name, inv.detail))
     } else if let Some((sc, t)) = seed_fail.first() {

@@ -33,6 +33,8 @@ pub struct TargetSpec {
     pub ready_timeout: Duration,
     /// Servers to start (embedded).
     pub replicas: usize,
+    /// Some scenario has faults: start the servers with [`crate::embedded::FAULT_SETTINGS`].
+    pub faults: bool,
 }
 
 /// The environment being driven.
@@ -113,6 +115,7 @@ pub async fn start(spec: &TargetSpec, cancel: &Arc<AtomicBool>) -> Result<Target
                 api_key: spec.api_key.clone().unwrap_or_default(),
                 ready_timeout: spec.ready_timeout,
                 replicas: spec.replicas,
+                fault_settings: spec.faults,
             };
             let c = cancel.clone();
             let env = Embedded::start(&opts, move || c.load(Ordering::Relaxed)).await.map_err(embedded_error)?;

@@ -77,17 +77,76 @@ impl ErrorCounts {
     }
 
     fn add(&mut self, outcome: Outcome) {
-        match outcome {
-            Outcome::Ok(_) | Outcome::Client(true) => {}
-            Outcome::Client(false) => self.body_check += 1,
-            Outcome::Transport => self.transport += 1,
-            Outcome::Status(s) if (400..500).contains(&s) => self.status_4xx += 1,
-            Outcome::Status(s) if (500..600).contains(&s) => self.status_5xx += 1,
-            Outcome::Status(_) => self.unexpected_status += 1,
-            Outcome::BodyCheck(_) => self.body_check += 1,
+        if let Some(c) = ErrorClass::of(outcome) {
+            self.count(c);
         }
     }
 }
+
+/// An error class, as [`ErrorCounts`] counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// No HTTP response.
+    Transport,
+    /// Unexpected 4xx.
+    Status4xx,
+    /// Unexpected 5xx.
+    Status5xx,
+    /// Unexpected other status.
+    Unexpected,
+    /// Failed body/header check (or failed client-side work).
+    BodyCheck,
+}
+
+impl ErrorClass {
+    /// The class of `outcome`, `None` for a success.
+    pub fn of(outcome: Outcome) -> Option<Self> {
+        match outcome {
+            Outcome::Ok(_) | Outcome::Client(true) => None,
+            Outcome::Client(false) | Outcome::BodyCheck(_) => Some(ErrorClass::BodyCheck),
+            Outcome::Transport => Some(ErrorClass::Transport),
+            Outcome::Status(s) if (400..500).contains(&s) => Some(ErrorClass::Status4xx),
+            Outcome::Status(s) if (500..600).contains(&s) => Some(ErrorClass::Status5xx),
+            Outcome::Status(_) => Some(ErrorClass::Unexpected),
+        }
+    }
+}
+
+impl ErrorCounts {
+    /// Counts one error of class `c`.
+    pub fn count(&mut self, c: ErrorClass) {
+        match c {
+            ErrorClass::Transport => self.transport += 1,
+            ErrorClass::Status4xx => self.status_4xx += 1,
+            ErrorClass::Status5xx => self.status_5xx += 1,
+            ErrorClass::Unexpected => self.unexpected_status += 1,
+            ErrorClass::BodyCheck => self.body_check += 1,
+        }
+    }
+}
+
+/// When one failing request ended, for the error windows of faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorMark {
+    /// Milliseconds from time zero to the request's end.
+    pub end_ms: u64,
+    /// Its class.
+    pub class: ErrorClass,
+}
+
+/// A mutating request the server acknowledged (2xx), for the audit invariant of faults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// The `X-Request-ID` the harness sent (the server stores it in `audit_events.request_id`).
+    pub request_id: String,
+    /// Milliseconds from time zero to the answer.
+    pub end_ms: u64,
+    /// Which server answered (index into the run's base URLs).
+    pub server: usize,
+}
+
+/// Error marks kept per label; past it the error windows of faults are marked truncated.
+pub const MAX_ERROR_MARKS: usize = 1_000_000;
 
 /// One second of one label.
 #[derive(Debug, Clone)]
@@ -130,6 +189,10 @@ pub struct LabelStats {
     pub statuses: BTreeMap<u16, u64>,
     /// 429 answers carrying an ACME `rateLimited` problem document.
     pub rate_limited: u64,
+    /// When each failing request ended, in order of recording (at most [`MAX_ERROR_MARKS`]).
+    pub error_marks: Vec<ErrorMark>,
+    /// Acknowledged mutating requests (only while [`Recorder::track_acks`] is on).
+    pub acks: Vec<Ack>,
 }
 
 impl LabelStats {
@@ -143,6 +206,8 @@ impl LabelStats {
             errors: ErrorCounts::default(),
             statuses: BTreeMap::new(),
             rate_limited: 0,
+            error_marks: Vec::new(),
+            acks: Vec::new(),
         }
     }
 
@@ -166,6 +231,8 @@ pub struct Recorder {
     /// not into the whole-run histograms and counts that judge the trial.
     measure_from: std::sync::OnceLock<Instant>,
     labels: Vec<Mutex<LabelStats>>,
+    /// Whether acknowledged mutating requests are logged (fault trials: the audit invariant).
+    acks: std::sync::atomic::AtomicBool,
     total: AtomicU64,
     errors: AtomicU64,
 }
@@ -177,6 +244,7 @@ impl Recorder {
             t0: std::sync::OnceLock::new(),
             measure_from: std::sync::OnceLock::new(),
             labels: labels.iter().map(|l| Mutex::new(LabelStats::new(l))).collect(),
+            acks: std::sync::atomic::AtomicBool::new(false),
             total: AtomicU64::new(0),
             errors: AtomicU64::new(0),
         }
@@ -190,6 +258,24 @@ impl Recorder {
     /// Sets the start of the measurement window (the first call wins; default: everything).
     pub fn set_measure_from(&self, from: Instant) {
         let _ = self.measure_from.set(from);
+    }
+
+    /// Logs acknowledged mutating requests from now on (see [`Recorder::ack`]).
+    pub fn track_acks(&self) {
+        self.acks.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Recorder::track_acks`] is on.
+    pub fn tracking_acks(&self) -> bool {
+        self.acks.load(Ordering::Relaxed)
+    }
+
+    /// Logs a mutating request of label `label` that `server` acknowledged with a 2xx at `ended`.
+    pub fn ack(&self, label: usize, request_id: String, server: usize, ended: Instant) {
+        let Some(cell) = self.labels.get(label) else { return };
+        let t0 = self.t0.get().copied().unwrap_or(ended);
+        let end_ms = ended.saturating_duration_since(t0).as_millis() as u64;
+        cell.lock().unwrap_or_else(|e| e.into_inner()).acks.push(Ack { request_id, end_ms, server });
     }
 
     /// Records one finished request of label index `label`.
@@ -222,6 +308,12 @@ impl Recorder {
             if is_error {
                 iv.errors += 1;
             }
+        }
+        if let Some(class) = ErrorClass::of(outcome)
+            && s.error_marks.len() < MAX_ERROR_MARKS
+        {
+            let end_ms = ended.saturating_duration_since(t0).as_millis() as u64;
+            s.error_marks.push(ErrorMark { end_ms, class });
         }
         if judged {
             s.corrected.saturating_record(corrected);

@@ -305,6 +305,7 @@ fn timeline(root: DrawingArea<DynBackend<'_>, Shift>, sc: &ScenarioSummary) -> R
             .label(format!("{} p50", l.label))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.mix(0.5)));
     }
+    mark_faults(&mut chart, sc, ymax)?;
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
@@ -332,6 +333,29 @@ fn timeline(root: DrawingArea<DynBackend<'_>, Shift>, sc: &ScenarioSummary) -> R
         chart.draw_series(LineSeries::new(pts, color.stroke_width(2))).map_err(e)?;
     }
     root.present().map_err(e)
+}
+
+/// Each fault as a shaded band from its start to its end (at least a tenth of a second wide),
+/// captioned with its kind, and a dashed line at its recovery second.
+fn mark_faults<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>,
+    sc: &ScenarioSummary,
+    ymax: f64,
+) -> Res {
+    let Some(f) = &sc.faults else { return Ok(()) };
+    let red = RGBColor(200, 30, 30);
+    for x in &f.faults {
+        let end = x.ended_s.max(x.started_s + 0.1);
+        chart.draw_series(std::iter::once(Rectangle::new([(x.started_s, 0.0), (end, ymax)], red.mix(0.15).filled()))).map_err(e)?;
+        chart
+            .draw_series(std::iter::once(Text::new(x.kind.clone(), (x.started_s, ymax * 0.97), ("sans-serif", 13).into_font().color(&red))))
+            .map_err(e)?;
+        if let Some(r) = x.recovery_s {
+            let t = x.ended_s + r;
+            chart.draw_series(DashedLineSeries::new(vec![(t, 0.0), (t, ymax)], 4, 4, red.stroke_width(1))).map_err(e)?;
+        }
+    }
+    Ok(())
 }
 
 /// Server RSS (MiB) and CPU (% of one core) over time, and DB connections.
