@@ -107,7 +107,8 @@ pub struct RunArgs {
     pub shard: Option<String>,
     /// Cause a fault during every scenario's load, SECONDS after its start (repeatable; adds
     /// to the files' [[faults]]). KIND: db_restart, db_stall (DURATION required), db_kill_connections,
-    /// server_kill, server_restart (with --replicas N: the last replica). DURATION: how long it
+    /// server_kill (with --replicas N: the replica holding the most claimed jobs), server_restart
+    /// (the last replica). DURATION: how long it
     /// lasts or stays down. Embedded mode; an external target allows only db_kill_connections
     /// (with --database-url).
     #[arg(long = "fault", value_name = "KIND@SECONDS[:DURATION]")]

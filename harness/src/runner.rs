@@ -85,7 +85,6 @@ pub(crate) fn engine_config(plan: &RunPlan, target: &Target, cancel: &Arc<Atomic
         cancel: cancel.clone(),
         progress: plan.progress,
         started: None,
-        track_acks: false,
     }
 }
 

@@ -80,7 +80,7 @@ pub async fn run(
 ) -> Result<TrialResult, HarnessError> {
     let observers = Observers::start(env, sc, procs).await;
     let watch = match (&injector, env.pool) {
-        (Some(_), Some(p)) => Some(Watch::prepare(p).await?),
+        (Some(_), Some(p)) => Some(Watch::prepare(p, &env.cfg.base_urls, env.cfg.api_key.as_deref()).await?),
         _ => None,
     };
     let bounds = injector.as_ref().map(Injector::bounds);
@@ -89,7 +89,6 @@ pub async fn run(
     let mut cfg = env.cfg.clone();
     if injector.is_some() {
         cfg.started = Some(std::sync::Arc::new(t0_tx));
-        cfg.track_acks = true;
     }
     let t = Instant::now();
     let load = async {
@@ -112,9 +111,8 @@ pub async fn run(
         Some(events) => {
             let invariants = match (watch, env.pool, bounds) {
                 (Some(w), Some(p), Some(b)) => {
-                    let acks: Vec<_> = run.labels.iter().flat_map(|l| l.acks.iter().cloned()).collect();
                     eprintln!("certctl-loadtest: checking the fault invariants");
-                    w.check(p, &events, &acks, b).await?
+                    w.check(p, &events, b).await?
                 }
                 _ => Vec::new(),
             };

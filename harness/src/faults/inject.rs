@@ -131,6 +131,7 @@ impl<'a> Injector<'a> {
             let mut ev = FaultEvent {
                 def,
                 started_s: secs(started),
+                started_at: chrono::Utc::now(),
                 ended_s: secs(started),
                 ended_at: chrono::Utc::now(),
                 detail: String::new(),
@@ -211,7 +212,13 @@ impl<'a> Injector<'a> {
     /// `down`, starts it again; for a SIGKILL, watches its claimed jobs' reclaim meanwhile.
     async fn cycle_server(&mut self, graceful: bool, down: Duration, started: Instant) -> Result<Caused, String> {
         let FaultTarget::Embedded(e) = &mut self.target else { return Err("needs embedded mode".into()) };
-        let i = e.base_urls.len().saturating_sub(1);
+        let mut i = e.base_urls.len().saturating_sub(1);
+        if let (Some(p), false) = (&self.pool, graceful)
+            && let Ok(Some(busiest)) = busiest_replica(p).await
+            && let Some(at) = self.instance_ids.iter().position(|id| *id == busiest)
+        {
+            i = at;
+        }
         let pid = e.stop_server(i, graceful).await.map_err(|e| e.to_string())?;
         let killed_at = Instant::now();
         let owner = self.instance_ids.get(i).cloned();
@@ -265,6 +272,17 @@ async fn probe_health(base_url: &str) -> String {
         Ok(resp) => format!("{} in {:.1} ms", resp.status().as_u16(), t.elapsed().as_secs_f64() * 1000.0),
         Err(e) => format!("no answer ({e})"),
     }
+}
+
+/// The replica holding the most leased `Running` jobs right now (the one whose SIGKILL strands
+/// the most work), if any holds one.
+async fn busiest_replica(pool: &PgPool) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT claimed_by FROM jobs WHERE status = 'Running' AND lease_expires_at IS NOT NULL \
+           AND claimed_by IS NOT NULL GROUP BY claimed_by ORDER BY count(*) DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await
 }
 
 /// `Running` jobs with a lease held by `owner` (every leased one when the owner is not known:

@@ -15,10 +15,12 @@
 //!   reclaim bound allows, and every SIGKILLed replica's claims were reclaimed within it;
 //! - `notifications_delivered`: every event of the channel reached the receiver (none lost);
 //!   events delivered twice are counted in the detail (delivery is at-least-once);
-//! - `audit_rows_of_acknowledged_requests`: every mutating request the harness sent with an
-//!   `X-Request-ID` and got a 2xx for has its `audit_events` row — except, after a SIGKILL,
-//!   those the killed replica acknowledged within its audit flush interval (+ 1 s) before the
-//!   kill, which the docs say a SIGKILL can lose (counted in the detail).
+//! - `audit_rows_of_acknowledged_requests`: every write of the [`AuditProbe`] (always-audited
+//!   `PUT`s beside the load, each with its own `X-Request-ID`) that got a 2xx has its
+//!   `audit_events` row — except, after a SIGKILL, those the killed replica acknowledged within
+//!   its audit flush interval (+ 1 s) before the kill, which the docs say a SIGKILL can lose
+//!   (counted in the detail). Without an admin key there is no probe and the invariant fails
+//!   as not checked.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -26,11 +28,11 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
+use super::audit_probe::{Ack, AuditProbe};
 use super::inject::Bounds;
 use super::webhook::Receiver;
 use super::{FaultEvent, FaultKind};
 use crate::HarnessError;
-use crate::metrics::Ack;
 use crate::report::summary::Invariant;
 
 /// How long the check waits, beyond the reclaim bound, for the trial's work to settle.
@@ -46,6 +48,8 @@ pub struct Watch {
     from: DateTime<Utc>,
     channel: String,
     receiver: Receiver,
+    /// The audit probe, or why there is none.
+    probe: Result<AuditProbe, String>,
 }
 
 /// The state the check waits on.
@@ -57,8 +61,9 @@ struct Open {
 }
 
 impl Watch {
-    /// Notes the database clock and adds a webhook channel pointing at a new receiver.
-    pub async fn prepare(pool: &PgPool) -> Result<Self, HarnessError> {
+    /// Notes the database clock, adds a webhook channel pointing at a new receiver, and starts
+    /// the audit probe against `base_urls` (it needs the admin key).
+    pub async fn prepare(pool: &PgPool, base_urls: &[String], api_key: Option<&str>) -> Result<Self, HarnessError> {
         let receiver = Receiver::start().await.map_err(|e| HarnessError::Target(format!("webhook receiver: {e}")))?;
         let channel = format!("loadtest-faults-{:08x}", rand::random::<u32>());
         sqlx::query(
@@ -70,17 +75,22 @@ impl Watch {
         .execute(pool)
         .await
         .map_err(db)?;
-        Ok(Watch { from: crate::replicas::db_now(pool).await?, channel, receiver })
+        let from = crate::replicas::db_now(pool).await?;
+        let probe = match api_key {
+            Some(k) => AuditProbe::start(base_urls, k).await,
+            None => Err("no admin API key (give --api-key)".into()),
+        };
+        Ok(Watch { from, channel, receiver, probe })
     }
 
     /// Waits for the trial's work to settle, judges every invariant, disables the channel.
-    pub async fn check(
-        self,
-        pool: &PgPool,
-        events: &[FaultEvent],
-        acks: &[Ack],
-        bounds: Bounds,
-    ) -> Result<Vec<Invariant>, HarnessError> {
+    pub async fn check(mut self, pool: &PgPool, events: &[FaultEvent], bounds: Bounds) -> Result<Vec<Invariant>, HarnessError> {
+        let probe = std::mem::replace(&mut self.probe, Err(String::new()));
+        let (acks, no_probe) = match probe {
+            Ok(p) => (p.stop().await, None),
+            Err(why) => (Vec::new(), Some(why)),
+        };
+        let acks = &acks[..];
         let until = events.iter().map(|e| e.ended_at).max().unwrap_or(self.from);
         let allowed = sigkill_losable(events, bounds);
         let deadline = Instant::now() + SETTLE + bounds.reclaim();
@@ -101,7 +111,7 @@ impl Watch {
             one_version_per_job(pool).await?,
             no_running_job_with_a_dead_owner(pool, events, bounds).await?,
             self.notifications_delivered(pool).await?,
-            audit_rows(pool, acks, &allowed).await?,
+            audit_rows(pool, acks, &allowed, no_probe).await?,
         ];
         sqlx::query("UPDATE notification_channels SET enabled = false WHERE id = $1")
             .bind(&self.channel)
@@ -148,13 +158,15 @@ impl Watch {
 /// Whether an acknowledged request's audit row is one a SIGKILL may lose: answered by the
 /// killed server within its audit flush interval + 1 s before the kill.
 fn sigkill_losable(events: &[FaultEvent], bounds: Bounds) -> impl Fn(&Ack) -> bool + use<> {
-    let window = (bounds.audit_flush + Duration::from_secs(1)).as_millis() as u64;
-    let kills: Vec<(usize, u64)> = events
+    let window = chrono::Duration::from_std(bounds.audit_flush + Duration::from_secs(1)).unwrap_or_default();
+    let kills: Vec<(usize, DateTime<Utc>)> = events
         .iter()
         .filter(|e| e.def.kind == FaultKind::ServerKill)
-        .filter_map(|e| e.server.map(|s| (s, (e.started_s * 1000.0) as u64)))
+        .filter_map(|e| e.server.map(|s| (s, e.started_at)))
         .collect();
-    move |a: &Ack| kills.iter().any(|(s, at)| a.server == *s && a.end_ms + window >= *at && a.end_ms <= at + 100)
+    // An answer can arrive a moment after the kill signal was sent (it was on the wire).
+    let slack = chrono::Duration::milliseconds(100);
+    move |a: &Ack| kills.iter().any(|(s, at)| a.server == *s && a.at + window >= *at && a.at <= *at + slack)
 }
 
 const JOB_KINDS: &str = "type IN ('Issuance', 'Renewal') AND created_at BETWEEN $1 AND $2";
@@ -253,7 +265,19 @@ async fn missing_audit<'a>(pool: &PgPool, acks: &'a [Ack]) -> Result<Vec<&'a Ack
     Ok(acks.iter().filter(|a| !found.contains(&a.request_id)).collect())
 }
 
-async fn audit_rows(pool: &PgPool, acks: &[Ack], losable: &impl Fn(&Ack) -> bool) -> Result<Invariant, HarnessError> {
+async fn audit_rows(
+    pool: &PgPool,
+    acks: &[Ack],
+    losable: &impl Fn(&Ack) -> bool,
+    no_probe: Option<String>,
+) -> Result<Invariant, HarnessError> {
+    if let Some(why) = no_probe {
+        return Ok(Invariant {
+            name: "audit_rows_of_acknowledged_requests".into(),
+            held: false,
+            detail: format!("not checked: the audit probe could not run: {why}"),
+        });
+    }
     let missing = missing_audit(pool, acks).await?;
     let may_lose = missing.iter().filter(|a| losable(a)).count();
     let lost = missing.len() - may_lose;
@@ -261,7 +285,7 @@ async fn audit_rows(pool: &PgPool, acks: &[Ack], losable: &impl Fn(&Ack) -> bool
         name: "audit_rows_of_acknowledged_requests".into(),
         held: lost == 0,
         detail: format!(
-            "{} mutating requests acknowledged (2xx); audit rows missing {}: {may_lose} acknowledged by a SIGKILLed \
+            "{} audit-probe writes acknowledged (2xx); audit rows missing {}: {may_lose} acknowledged by a SIGKILLed \
              replica within its audit flush interval + 1 s before the kill (documented loss), {lost} otherwise",
             acks.len(),
             missing.len()

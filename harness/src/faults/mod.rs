@@ -13,6 +13,7 @@
 //! request. The result is the scenario's `faults` section of `summary.json`.
 
 pub mod analysis;
+pub mod audit_probe;
 pub mod inject;
 pub mod invariants;
 pub mod webhook;
@@ -34,9 +35,10 @@ pub enum FaultKind {
     DbStall,
     /// `pg_terminate_backend` on every connection to the server's database.
     DbKillConnections,
-    /// SIGKILL one server process (the last replica), then start it again.
+    /// SIGKILL one server process, then start it again (with replicas: the one holding the
+    /// most claimed jobs at that moment, else the last).
     ServerKill,
-    /// SIGTERM one server process, wait for its graceful exit, then start it again.
+    /// SIGTERM one server process (the last), wait for its graceful exit, then start it again.
     ServerRestart,
 }
 
@@ -139,6 +141,8 @@ pub struct FaultEvent {
     pub def: FaultDef,
     /// When the harness began causing it.
     pub started_s: f64,
+    /// Wall clock of `started_s`.
+    pub started_at: chrono::DateTime<chrono::Utc>,
     /// When it was over: the database answered again / the server was ready again / SIGCONT
     /// was sent / the connections were killed.
     pub ended_s: f64,

@@ -134,17 +134,6 @@ pub struct ErrorMark {
     pub class: ErrorClass,
 }
 
-/// A mutating request the server acknowledged (2xx), for the audit invariant of faults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ack {
-    /// The `X-Request-ID` the harness sent (the server stores it in `audit_events.request_id`).
-    pub request_id: String,
-    /// Milliseconds from time zero to the answer.
-    pub end_ms: u64,
-    /// Which server answered (index into the run's base URLs).
-    pub server: usize,
-}
-
 /// Error marks kept per label; past it the error windows of faults are marked truncated.
 pub const MAX_ERROR_MARKS: usize = 1_000_000;
 
@@ -191,8 +180,6 @@ pub struct LabelStats {
     pub rate_limited: u64,
     /// When each failing request ended, in order of recording (at most [`MAX_ERROR_MARKS`]).
     pub error_marks: Vec<ErrorMark>,
-    /// Acknowledged mutating requests (only while [`Recorder::track_acks`] is on).
-    pub acks: Vec<Ack>,
 }
 
 impl LabelStats {
@@ -207,7 +194,6 @@ impl LabelStats {
             statuses: BTreeMap::new(),
             rate_limited: 0,
             error_marks: Vec::new(),
-            acks: Vec::new(),
         }
     }
 
@@ -231,8 +217,6 @@ pub struct Recorder {
     /// not into the whole-run histograms and counts that judge the trial.
     measure_from: std::sync::OnceLock<Instant>,
     labels: Vec<Mutex<LabelStats>>,
-    /// Whether acknowledged mutating requests are logged (fault trials: the audit invariant).
-    acks: std::sync::atomic::AtomicBool,
     total: AtomicU64,
     errors: AtomicU64,
 }
@@ -244,7 +228,6 @@ impl Recorder {
             t0: std::sync::OnceLock::new(),
             measure_from: std::sync::OnceLock::new(),
             labels: labels.iter().map(|l| Mutex::new(LabelStats::new(l))).collect(),
-            acks: std::sync::atomic::AtomicBool::new(false),
             total: AtomicU64::new(0),
             errors: AtomicU64::new(0),
         }
@@ -258,24 +241,6 @@ impl Recorder {
     /// Sets the start of the measurement window (the first call wins; default: everything).
     pub fn set_measure_from(&self, from: Instant) {
         let _ = self.measure_from.set(from);
-    }
-
-    /// Logs acknowledged mutating requests from now on (see [`Recorder::ack`]).
-    pub fn track_acks(&self) {
-        self.acks.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether [`Recorder::track_acks`] is on.
-    pub fn tracking_acks(&self) -> bool {
-        self.acks.load(Ordering::Relaxed)
-    }
-
-    /// Logs a mutating request of label `label` that `server` acknowledged with a 2xx at `ended`.
-    pub fn ack(&self, label: usize, request_id: String, server: usize, ended: Instant) {
-        let Some(cell) = self.labels.get(label) else { return };
-        let t0 = self.t0.get().copied().unwrap_or(ended);
-        let end_ms = ended.saturating_duration_since(t0).as_millis() as u64;
-        cell.lock().unwrap_or_else(|e| e.into_inner()).acks.push(Ack { request_id, end_ms, server });
     }
 
     /// Records one finished request of label index `label`.

@@ -64,9 +64,6 @@ pub struct EngineConfig {
     pub progress: bool,
     /// Told the load's time zero once it is fixed (a fault trial's injector waits on it).
     pub started: Option<Arc<tokio::sync::watch::Sender<Option<Instant>>>>,
-    /// Send an `X-Request-ID` with every mutating request and log the acknowledged ones (a
-    /// fault trial's audit invariant).
-    pub track_acks: bool,
 }
 
 /// What one scenario run produced.
@@ -198,9 +195,6 @@ pub async fn run_scenario(sc: &ResolvedScenario, cfg: &EngineConfig) -> Result<S
     };
     let total_users: usize = user_counts.iter().sum();
     let recorder = Arc::new(Recorder::new(&labels));
-    if cfg.track_acks {
-        recorder.track_acks();
-    }
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         requests: def.requests.clone(),
@@ -402,18 +396,13 @@ async fn fire(user: &mut GooseUser, st: &Shared, i: usize, seq: u64, intended: I
     }
     let ctx = Context { seq, run: &st.cfg.run_tag, fleet: st.cfg.fleet, batch: req.batch.unwrap_or(100) };
     let mut path = template::expand(&req.path, &ctx);
-    let server = (seq % st.cfg.base_urls.len().max(1) as u64) as usize;
     if st.cfg.base_urls.len() > 1 {
         // An absolute URL overrides goose's host, so consecutive requests land on
         // consecutive replicas.
-        if let Some(base) = st.cfg.base_urls.get(server) {
+        if let Some(base) = st.cfg.base_urls.get((seq % st.cfg.base_urls.len() as u64) as usize) {
             path = format!("{base}{path}");
         }
     }
-    // Mutating requests carry an id the audit trail stores, so the audit invariant of a fault
-    // trial can find each acknowledged request's row.
-    let request_id = (st.recorder.tracking_acks() && matches!(req.method, Method::Post | Method::Put | Method::Delete))
-        .then(|| format!("lt-{}-{i}-{seq}", st.cfg.run_tag));
     let method = goose_method(req.method);
     let (outcome, rate_limited) = match user.get_request_builder(&method, &path) {
         Err(_) => (Outcome::Transport, false),
@@ -430,9 +419,6 @@ async fn fire(user: &mut GooseUser, st: &Shared, i: usize, seq: u64, intended: I
             if let Some(body) = &req.body {
                 rb = rb.header("content-type", "application/json").body(template::expand(body, &ctx));
             }
-            if let Some(id) = &request_id {
-                rb = rb.header("x-request-id", id.as_str());
-            }
             let greq = GooseRequest::builder()
                 .method(method)
                 .path(path.as_str())
@@ -448,13 +434,7 @@ async fn fire(user: &mut GooseUser, st: &Shared, i: usize, seq: u64, intended: I
             }
         }
     };
-    let ended = Instant::now();
-    if let (Some(id), Outcome::Ok(status)) = (request_id, outcome)
-        && (200..300).contains(&status)
-    {
-        st.recorder.ack(i, id, server, ended);
-    }
-    st.recorder.record(i, intended, started, ended, outcome, rate_limited);
+    st.recorder.record(i, intended, started, Instant::now(), outcome, rate_limited);
 }
 
 /// Classifies a response, reading its body to the end (the latency includes the body).

@@ -11,6 +11,7 @@ mod ceiling;
 mod compare;
 mod embedded;
 mod exit_codes;
+mod faults;
 mod fleet;
 mod flows;
 mod measurement;
