@@ -157,3 +157,97 @@ pub fn accounting(sc: &ResolvedScenario, run: &ScenarioRun) -> Accounting {
     }
     a
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant, SystemTime};
+
+    use super::*;
+    use crate::faults::{FaultDef, FaultKind};
+    use crate::metrics::{Outcome, Recorder};
+    use crate::scenario::ScenarioDef;
+    use crate::scenario::engine::ScheduleCounts;
+
+    const SCENARIO: &str = r#"
+name = "t"
+description = "d"
+[load]
+model = "open"
+duration_s = 10
+[[requests]]
+label = "a"
+method = "GET"
+path = "/x"
+expect = [200]
+rate = 10
+[[thresholds]]
+set = "seed"
+label = "a"
+metric = "p99"
+max = 100
+[[thresholds]]
+set = "seed"
+label = "a"
+metric = "error_rate"
+max = 0.2
+"#;
+
+    /// Ten requests a second for 10 s, 5 ms each, except: one 503 in second 1; half 503s in
+    /// second 5 (the fault); answers in second 6 due 500 ms before they ended (the backlog).
+    fn run() -> ScenarioRun {
+        let t0 = Instant::now();
+        let r = Recorder::new(&["a".into()]);
+        r.set_t0(t0);
+        let ms = Duration::from_millis;
+        for s in 0..10u64 {
+            for n in 0..10u64 {
+                let end = t0 + ms(s * 1000 + n * 90 + 5);
+                let outcome = if matches!((s, n), (1, 0) | (5, 0..5)) { Outcome::Status(503) } else { Outcome::Ok(200) };
+                let due = if s == 6 { end - ms(500) } else { end - ms(5) };
+                r.record(0, due, due, end, outcome, false);
+            }
+        }
+        ScenarioRun {
+            labels: r.snapshot(),
+            schedule: vec![ScheduleCounts { planned: 101, issued: 101, dropped: 0, late: 0, measured: 101 }],
+            started_at: SystemTime::now(),
+            elapsed: Duration::from_secs(10),
+            t0,
+            cancelled: false,
+        }
+    }
+
+    fn restart(started_s: f64, ended_s: f64) -> FaultEvent {
+        let now = chrono::Utc::now();
+        FaultEvent {
+            def: FaultDef { kind: FaultKind::DbRestart, at_s: 5.0, duration_s: None },
+            started_s,
+            started_at: now,
+            ended_s,
+            ended_at: now,
+            detail: "restart".into(),
+            server: None,
+            reclaim: None,
+            failed: None,
+        }
+    }
+
+    #[test]
+    fn a_faults_errors_window_and_recovery_come_from_the_seconds_after_it() {
+        let sc = ScenarioDef::parse(SCENARIO, std::path::Path::new("t.toml")).unwrap().resolve("scale").unwrap();
+        let (reports, outside, acc) = analyze(&sc, &run(), &[restart(5.0, 5.5)], false);
+        let f = &reports[0];
+        // Second 5 has 50 % errors, second 6 a 500-ms p99: second 7 is the first back.
+        assert_eq!(f.recovery_s, Some(1.5), "{}", f.recovery);
+        assert_eq!(f.errors.status_5xx, 5);
+        let [first, last] = f.error_window.unwrap();
+        assert!((5.0..5.4).contains(&first) && (5.0..5.4).contains(&last) && first < last, "{first} {last}");
+        // The 503 of second 1 came before the fault.
+        assert_eq!(outside, 1);
+        // 101 started, 100 recorded: one request the harness lost.
+        assert_eq!((acc.planned, acc.answered, acc.failed, acc.unaccounted), (101, 100, 6, 1));
+        // A drain is not judged per second.
+        let (drained, _, _) = analyze(&sc, &run(), &[restart(5.0, 5.5)], true);
+        assert!(drained[0].recovery_s.is_none() && drained[0].recovery.starts_with("not judged"));
+    }
+}
