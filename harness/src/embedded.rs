@@ -65,11 +65,8 @@ pub const SERVER_DEFAULTS: &[(&str, &str)] = &[
 /// notifications sent every second, so the notification invariant sees them delivered.
 /// Claims come in batches of 200 rather than [`SERVER_DEFAULTS`]' 1,000, so a renewal wave is
 /// spread over the replicas and a killed one holds part of it rather than all or nothing.
-pub const FAULT_SETTINGS: &[(&str, &str)] = &[
-    ("CERTCTL_JOB_LEASE", "3s"),
-    ("CERTCTL_NOTIFICATION_PROCESS_INTERVAL", "1s"),
-    ("CERTCTL_JOB_BATCH_SIZE", "200"),
-];
+pub const FAULT_SETTINGS: &[(&str, &str)] =
+    &[("CERTCTL_JOB_LEASE", "3s"), ("CERTCTL_NOTIFICATION_PROCESS_INTERVAL", "1s"), ("CERTCTL_JOB_BATCH_SIZE", "200")];
 
 /// Sets `v[i]` (a restarted server keeps its slot) or appends it.
 fn put<T>(v: &mut Vec<T>, i: usize, x: T) {

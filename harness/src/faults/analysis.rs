@@ -34,7 +34,12 @@ impl Judge {
         };
         let own = sc.def.recovery;
         Judge {
-            p99_ms: sc.def.requests.iter().map(|r| own.and_then(|o| o.p99_ms).or_else(|| bound(&r.label, "p99"))).collect(),
+            p99_ms: sc
+                .def
+                .requests
+                .iter()
+                .map(|r| own.and_then(|o| o.p99_ms).or_else(|| bound(&r.label, "p99")))
+                .collect(),
             error_rate: sc
                 .def
                 .requests
@@ -75,7 +80,8 @@ impl Judge {
             .enumerate()
             .map(|(i, r)| {
                 let p = self.p99_ms[i].map(|m| format!("p99 < {m} ms, ")).unwrap_or_default();
-                let e = self.error_rate[i].filter(|m| *m > 0.0).map_or("no error".into(), |m| format!("error rate < {m}"));
+                let e =
+                    self.error_rate[i].filter(|m| *m > 0.0).map_or("no error".into(), |m| format!("error rate < {m}"));
                 format!("{}: {p}{e}", r.label)
             })
             .collect();
@@ -97,9 +103,8 @@ pub fn analyze(
     let mut attributed = 0u64;
     let mut reports = Vec::new();
     for (j, ev) in events.iter().enumerate() {
-        let recovered = (!drain)
-            .then(|| (ev.ended_s.floor() as usize..seconds).find(|&k| judge.good(&run.labels, k)))
-            .flatten();
+        let recovered =
+            (!drain).then(|| (ev.ended_s.floor() as usize..seconds).find(|&k| judge.good(&run.labels, k))).flatten();
         let from_ms = (ev.started_s * 1000.0) as u64;
         let next_ms = events.get(j + 1).map_or(u64::MAX, |n| (n.started_s * 1000.0) as u64);
         let to_ms = recovered.map_or(next_ms, |k| ((k as u64 + 1) * 1000).min(next_ms));
@@ -202,7 +207,8 @@ max = 0.2
         for s in 0..10u64 {
             for n in 0..10u64 {
                 let end = t0 + ms(s * 1000 + n * 90 + 5);
-                let outcome = if matches!((s, n), (1, 0) | (5, 0..5)) { Outcome::Status(503) } else { Outcome::Ok(200) };
+                let outcome =
+                    if matches!((s, n), (1, 0) | (5, 0..5)) { Outcome::Status(503) } else { Outcome::Ok(200) };
                 let due = if s == 6 { end - ms(500) } else { end - ms(5) };
                 r.record(0, due, due, end, outcome, false);
             }

@@ -53,7 +53,8 @@ impl AuditProbe {
         }
         let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
         let stop = Arc::new(tokio::sync::Notify::new());
-        let w = Writer { client, base_urls: base_urls.to_vec(), key: api_key.to_string(), team, tag, acks: acks.clone() };
+        let w =
+            Writer { client, base_urls: base_urls.to_vec(), key: api_key.to_string(), team, tag, acks: acks.clone() };
         let ticker = tokio::spawn(w.run(stop.clone()));
         Ok(AuditProbe { acks, ticker, stop })
     }

@@ -174,7 +174,11 @@ impl<'a> Injector<'a> {
                 } else {
                     format!("fast stop, {:.1} s down, start", down.as_secs_f64())
                 };
-                Ok((format!("PostgreSQL {how}: answering again after {:.2} s", started.elapsed().as_secs_f64()), None, None))
+                Ok((
+                    format!("PostgreSQL {how}: answering again after {:.2} s", started.elapsed().as_secs_f64()),
+                    None,
+                    None,
+                ))
             }
             (FaultTarget::Embedded(e), FaultKind::DbStall) => {
                 let frozen = e.freeze_database().map_err(err)?;
@@ -185,7 +189,11 @@ impl<'a> Injector<'a> {
                 tokio::time::sleep_until((started + down).into()).await;
                 frozen.thaw().map_err(|e| e.to_string())?;
                 self.ended = Some(Instant::now());
-                let what = format!("SIGSTOP of the postmaster and {} backends for {:.1} s, then SIGCONT", n - 1, down.as_secs_f64());
+                let what = format!(
+                    "SIGSTOP of the postmaster and {} backends for {:.1} s, then SIGCONT",
+                    n - 1,
+                    down.as_secs_f64()
+                );
                 Ok((format!("{what}; /health mid-stall: {health}"), None, None))
             }
             (FaultTarget::Embedded(e), FaultKind::DbKillConnections) => {
@@ -244,7 +252,8 @@ impl<'a> Injector<'a> {
         self.ended = Some(ready_at);
         restarted.map_err(|e| format!("restarting server {}: {e}", i + 1))?;
         let how = if graceful { format!("SIGTERM, graceful exit after {stopped_in:.2} s") } else { "SIGKILL".into() };
-        let reclaim = reclaim_s.map(|r| Reclaim { jobs: held.len() as u64, reclaim_s: r, bound_s: bound.as_secs_f64() });
+        let reclaim =
+            reclaim_s.map(|r| Reclaim { jobs: held.len() as u64, reclaim_s: r, bound_s: bound.as_secs_f64() });
         let held_note = if graceful { String::new() } else { format!("; it held {} claimed jobs", held.len()) };
         Ok((
             format!(

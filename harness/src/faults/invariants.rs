@@ -84,7 +84,12 @@ impl Watch {
     }
 
     /// Waits for the trial's work to settle, judges every invariant, disables the channel.
-    pub async fn check(mut self, pool: &PgPool, events: &[FaultEvent], bounds: Bounds) -> Result<Vec<Invariant>, HarnessError> {
+    pub async fn check(
+        mut self,
+        pool: &PgPool,
+        events: &[FaultEvent],
+        bounds: Bounds,
+    ) -> Result<Vec<Invariant>, HarnessError> {
         let probe = std::mem::replace(&mut self.probe, Err(String::new()));
         let (acks, no_probe) = match probe {
             Ok(p) => (p.stop().await, None),
@@ -179,7 +184,11 @@ async fn open_jobs(pool: &PgPool, from: DateTime<Utc>, until: DateTime<Utc>) -> 
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(from).bind(until).fetch_one(pool).await.map_err(db)
 }
 
-async fn renewals_end_once(pool: &PgPool, from: DateTime<Utc>, until: DateTime<Utc>) -> Result<Invariant, HarnessError> {
+async fn renewals_end_once(
+    pool: &PgPool,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Invariant, HarnessError> {
     let sql = format!(
         "SELECT count(*), count(*) FILTER (WHERE status = 'Completed'), \
                 count(*) FILTER (WHERE status = 'Completed' \
@@ -187,12 +196,8 @@ async fn renewals_end_once(pool: &PgPool, from: DateTime<Utc>, until: DateTime<U
                 count(*) FILTER (WHERE attempts > 1) \
            FROM jobs j WHERE {JOB_KINDS}"
     );
-    let (all, completed, not_one, retried): (i64, i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(from)
-        .bind(until)
-        .fetch_one(pool)
-        .await
-        .map_err(db)?;
+    let (all, completed, not_one, retried): (i64, i64, i64, i64) =
+        sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(from).bind(until).fetch_one(pool).await.map_err(db)?;
     let open = open_jobs(pool, from, until).await?;
     Ok(Invariant {
         name: "renewals_end_once".into(),

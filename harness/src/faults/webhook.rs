@@ -79,11 +79,8 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u
         }
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let len: usize =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
     if len > MAX_REQUEST {
         return None;
     }

@@ -338,7 +338,11 @@ fn timeline(root: DrawingArea<DynBackend<'_>, Shift>, sc: &ScenarioSummary) -> R
 /// Each fault as a shaded band from its start to its end (at least a tenth of a second wide),
 /// captioned with its kind, and a dashed line at its recovery second.
 fn mark_faults<DB: DrawingBackend>(
-    chart: &mut ChartContext<'_, DB, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>,
+    chart: &mut ChartContext<
+        '_,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
     sc: &ScenarioSummary,
     ymax: f64,
 ) -> Res {
@@ -346,13 +350,21 @@ fn mark_faults<DB: DrawingBackend>(
     let red = RGBColor(200, 30, 30);
     for x in &f.faults {
         let end = x.ended_s.max(x.started_s + 0.1);
-        chart.draw_series(std::iter::once(Rectangle::new([(x.started_s, 0.0), (end, ymax)], red.mix(0.15).filled()))).map_err(e)?;
         chart
-            .draw_series(std::iter::once(Text::new(x.kind.clone(), (x.started_s, ymax * 0.97), ("sans-serif", 13).into_font().color(&red))))
+            .draw_series(std::iter::once(Rectangle::new([(x.started_s, 0.0), (end, ymax)], red.mix(0.15).filled())))
+            .map_err(e)?;
+        chart
+            .draw_series(std::iter::once(Text::new(
+                x.kind.clone(),
+                (x.started_s, ymax * 0.97),
+                ("sans-serif", 13).into_font().color(&red),
+            )))
             .map_err(e)?;
         if let Some(r) = x.recovery_s {
             let t = x.ended_s + r;
-            chart.draw_series(DashedLineSeries::new(vec![(t, 0.0), (t, ymax)], 4, 4, red.stroke_width(1))).map_err(e)?;
+            chart
+                .draw_series(DashedLineSeries::new(vec![(t, 0.0), (t, ymax)], 4, 4, red.stroke_width(1)))
+                .map_err(e)?;
         }
     }
     Ok(())

@@ -75,8 +75,13 @@ async fn agent_storm_through_a_database_restart_errs_only_inside_the_restart_win
     // The audit probe wrote through the restart and its acknowledged writes have their rows.
     let audit = &f["invariants"][4]["detail"];
     assert!(!audit.as_str().unwrap().starts_with("0 audit-probe"), "{audit}");
-    for file in ["report.md", "junit.xml", "faults_db_restart.hlog", "faults_db_restart-timeline.png", "faults_db_restart-timeline.svg"]
-    {
+    for file in [
+        "report.md",
+        "junit.xml",
+        "faults_db_restart.hlog",
+        "faults_db_restart-timeline.png",
+        "faults_db_restart-timeline.svg",
+    ] {
         assert!(out.join(file).is_file(), "{file} missing");
     }
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
@@ -97,7 +102,8 @@ async fn a_3_s_database_stall_shows_in_corrected_p99_health_answers_during_it_an
     assert!(stalled >= 3.0, "{x}");
     // Heartbeats due at the stall's start waited it out: the corrected p99 of the worst second
     // holds most of the stall, while service time (from the actual start) cannot show it all.
-    let worst = sc["labels"][0]["intervals"].as_array().unwrap().iter().map(|i| i["p99"].as_f64().unwrap()).fold(0.0, f64::max);
+    let worst =
+        sc["labels"][0]["intervals"].as_array().unwrap().iter().map(|i| i["p99"].as_f64().unwrap()).fold(0.0, f64::max);
     assert!(worst >= 2000.0, "worst per-second p99 {worst} ms");
     assert!(sc["labels"][0]["corrected"]["p99"].as_f64().unwrap() >= 1000.0);
     let recovery = x["recovery_s"].as_f64().expect("recovered");
@@ -117,7 +123,8 @@ async fn a_replica_sigkilled_mid_wave_has_its_renewals_reclaimed_and_every_one_c
     assert_eq!(x["kind"], "server_kill");
     assert!(x["detail"].as_str().unwrap().contains("SIGKILL"), "{x}");
     let r = &x["reclaim"];
-    let (jobs, reclaim_s, bound) = (r["jobs"].as_u64().unwrap(), r["reclaim_s"].as_f64(), r["bound_s"].as_f64().unwrap());
+    let (jobs, reclaim_s, bound) =
+        (r["jobs"].as_u64().unwrap(), r["reclaim_s"].as_f64(), r["bound_s"].as_f64().unwrap());
     assert!(jobs > 0, "the killed replica held no claimed job: {x}");
     let reclaim_s = reclaim_s.expect("reclaimed");
     assert!(reclaim_s <= bound, "{r}");
@@ -126,7 +133,10 @@ async fn a_replica_sigkilled_mid_wave_has_its_renewals_reclaimed_and_every_one_c
     assert_eq!((&st["completed"], &st["failed"]), (&st["enqueued"], &serde_json::json!(0)), "{st}");
     invariants_held(&sc["faults"]);
     let renewals = sc["faults"]["invariants"][0]["detail"].as_str().unwrap();
-    assert!(renewals.contains("still open 0") && renewals.contains("without exactly one certificate version 0"), "{renewals}");
+    assert!(
+        renewals.contains("still open 0") && renewals.contains("without exactly one certificate version 0"),
+        "{renewals}"
+    );
     assert!(!renewals.contains("retried) 0"), "no job ran twice, so none was reclaimed: {renewals}");
     for i in s["replicas"]["invariants"].as_array().unwrap() {
         assert_eq!(i["held"], true, "{i}");
@@ -137,7 +147,9 @@ async fn a_replica_sigkilled_mid_wave_has_its_renewals_reclaimed_and_every_one_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_an_external_target_cannot_suffer_are_refused_with_one_line_and_exit_2() {
-    for (fault, why) in [("db_restart@1", "cannot cause db_restart"), ("db_kill_connections@1", "without --database-url")] {
+    for (fault, why) in
+        [("db_restart@1", "cannot cause db_restart"), ("db_kill_connections@1", "without --database-url")]
+    {
         let o = certctl_loadtest::run_args([
             "certctl-loadtest",
             "run",
