@@ -425,6 +425,17 @@ pub fn list(args: &ListArgs) -> Result<Outcome, HarnessError> {
     for d in scenario::load_dir(&dir)? {
         println!("{} — {}", d.name, d.description.split_whitespace().collect::<Vec<_>>().join(" "));
         println!("  fixtures: {}", if d.fixtures.is_empty() { "none".into() } else { d.fixtures.join(", ") });
+        if !d.faults.is_empty() {
+            let f: Vec<String> = d
+                .faults
+                .iter()
+                .map(|f| match f.duration_s {
+                    Some(x) => format!("{}@{}:{x}", f.kind.as_str(), f.at_s),
+                    None => format!("{}@{}", f.kind.as_str(), f.at_s),
+                })
+                .collect();
+            println!("  faults: {} (run only when named)", f.join(", "));
+        }
         for p in ["smoke", "ci", "scale"] {
             if let Ok(r) = d.resolve(p) {
                 let load = match (&d.scheduler_throughput, d.load.model) {
@@ -472,5 +483,6 @@ pub fn list(args: &ListArgs) -> Result<Outcome, HarnessError> {
     // for how to run things.
     println!("several generators: `run --shard I/N` on each (started together), then `merge RUN_DIR... --out DIR`");
     println!("several servers (embedded): `run --replicas N` also checks the multi-replica invariants");
+    println!("faults (embedded): `run --fault KIND@SECONDS[:DURATION]`, or a scenario's [[faults]]");
     Ok(Outcome { code: 0, message: String::new(), run_dir: None })
 }
