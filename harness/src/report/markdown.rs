@@ -206,7 +206,7 @@ fn faults_section(o: &mut String, s: &Summary) {
     o.push_str(
         "\n## Faults\n\nTimes in seconds from the load's start. Error window: the first and last failing request \
          attributed to the fault (their ends). Recovery: from the fault's end to the first second whose p99 and error \
-         rate are back within the seed thresholds.\n\n\
+         rate are back within the seed thresholds (or the scenario's `[recovery]` bounds).\n\n\
          | scenario | fault | at | duration | error window | errors (transport/4xx/5xx/unexpected/body) | recovery | reclaim | invariants |\n\
          |---|---|---|---|---|---|---|---|---|\n",
     );
