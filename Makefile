@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: run test lint fmt deps build clean acme-e2e bench-hotpath bench-generator loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent loadtest-ceiling
+.PHONY: run test lint fmt deps build clean acme-e2e bench-hotpath bench-generator loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent loadtest-ceiling loadtest-faults
 .PHONY: run test lint fmt deps build clean acme-e2e schemathesis loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent
 
 ## Install PostgreSQL's server binaries when none are on the machine (Debian/Ubuntu, needs root),
@@ -93,6 +93,18 @@ loadtest-scale-agent: loadtest-release
 SCENARIO ?= agent_storm
 loadtest-ceiling: loadtest-release
 	$(LOADTEST) ceiling --scenario $(SCENARIO) $(LOADTEST_ARGS)
+
+## Faults under load (smoke profile, ~1.5 min): agent_storm through a PostgreSQL fast restart
+## and through a 3-s SIGSTOP stall (one server), then a fleet renewal across 3 replicas with one
+## SIGKILLed mid-wave. Two run directories under artifacts/runs/ (-faults-db, -faults-replica).
+FAULTS_RUN ?= artifacts/runs/$(shell date -u +%Y%m%dT%H%M%SZ)
+## Both runs always run; the target exits with the worse of their exit codes.
+loadtest-faults: loadtest-release
+	@$(LOADTEST) run --profile smoke --scenario faults_db_restart --scenario faults_db_stall \
+	    --out $(FAULTS_RUN)-faults-db $(LOADTEST_ARGS); a=$$?; \
+	$(LOADTEST) run --profile smoke --replicas 3 --scenario faults_replica_kill \
+	    --out $(FAULTS_RUN)-faults-replica $(LOADTEST_ARGS); b=$$?; \
+	exit $$(( a > b ? a : b ))
 
 ## The generator's own ceiling: certctl-loadtest's closed-loop maximum on GET /health next to
 ## wrk -t2 -c64 in one run (BEFORE_LOADTEST=PATH adds an older harness binary to the run).

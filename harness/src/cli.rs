@@ -102,7 +102,7 @@ pub struct FilesArgs {
 /// `run` options.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Scenario to run (repeatable; default: all).
+    /// Scenario to run (repeatable; default: every scenario without [[faults]]).
     #[arg(long = "scenario", value_name = "NAME")]
     pub scenarios: Vec<String>,
     /// Load profile.
@@ -126,6 +126,14 @@ pub struct RunArgs {
     /// Synchronized start in SECONDS from now (the same as --start-at now+SECONDS).
     #[arg(long, value_name = "SECONDS")]
     pub start_in: Option<u64>,
+    /// Cause a fault during every scenario's load, SECONDS after its start (repeatable; adds
+    /// to the files' [[faults]]). KIND: db_restart, db_stall (DURATION required), db_kill_connections,
+    /// server_kill (with --replicas N: the replica holding the most claimed jobs), server_restart
+    /// (the last replica). DURATION: how long it
+    /// lasts or stays down. Embedded mode; an external target allows only db_kill_connections
+    /// (with --database-url).
+    #[arg(long = "fault", value_name = "KIND@SECONDS[:DURATION]")]
+    pub faults: Vec<String>,
     /// Target, fleet and schedule options (shared with `ceiling`).
     #[command(flatten)]
     pub common: CommonArgs,
@@ -491,6 +499,7 @@ impl RunPlan {
                 },
             },
         };
+        add_faults(&mut scenarios, &args.faults, &mode)?;
         if args.common.replicas > 1 && matches!(mode, Mode::External { .. }) {
             return Err(HarnessError::Config(
                 "--replicas starts servers, so it needs embedded mode: drop --target".into(),
@@ -592,4 +601,35 @@ impl RunPlan {
             start_at,
         })
     }
+}
+
+/// Adds `--fault` flags to every scenario and checks every scenario's faults against its run
+/// length and the mode: the harness must be able to cause each one.
+fn add_faults(scenarios: &mut [ResolvedScenario], flags: &[String], mode: &Mode) -> Result<(), HarnessError> {
+    let extra = flags.iter().map(|f| crate::faults::FaultDef::parse(f)).collect::<Result<Vec<_>, _>>();
+    let extra = extra.map_err(HarnessError::Config)?;
+    for sc in scenarios.iter_mut() {
+        sc.def.faults.extend(extra.iter().copied());
+        for f in &sc.def.faults {
+            let name = &sc.def.name;
+            if f.at_s >= sc.duration.as_secs_f64() {
+                return Err(HarnessError::Config(format!(
+                    "scenario {name}: fault {} at {} s is not within its {} s run",
+                    f.kind.as_str(),
+                    f.at_s,
+                    sc.duration.as_secs_f64()
+                )));
+            }
+            if let Mode::External { database_url, .. } = mode
+                && !(f.kind.external_ok() && database_url.is_some())
+            {
+                let why = if f.kind.external_ok() { "without --database-url" } else { "against an external server" };
+                return Err(HarnessError::Config(format!(
+                    "scenario {name}: the harness cannot cause {} {why} (embedded mode only; drop --target)",
+                    f.kind.as_str()
+                )));
+            }
+        }
+    }
+    Ok(())
 }

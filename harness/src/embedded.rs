@@ -60,6 +60,22 @@ pub const SERVER_DEFAULTS: &[(&str, &str)] = &[
     ("CERTCTL_LOG_FORMAT", "json"),
 ];
 
+/// Server settings of a run with faults (each overridable from the environment): a claim lease
+/// short enough that a SIGKILLed replica's jobs are reclaimed within a smoke run, and
+/// notifications sent every second, so the notification invariant sees them delivered.
+/// Claims come in batches of 200 rather than [`SERVER_DEFAULTS`]' 1,000, so a renewal wave is
+/// spread over the replicas and a killed one holds part of it rather than all or nothing.
+pub const FAULT_SETTINGS: &[(&str, &str)] =
+    &[("CERTCTL_JOB_LEASE", "3s"), ("CERTCTL_NOTIFICATION_PROCESS_INTERVAL", "1s"), ("CERTCTL_JOB_BATCH_SIZE", "200")];
+
+/// Sets `v[i]` (a restarted server keeps its slot) or appends it.
+fn put<T>(v: &mut Vec<T>, i: usize, x: T) {
+    match v.get_mut(i) {
+        Some(slot) => *slot = x,
+        None => v.push(x),
+    }
+}
+
 /// Finds the `certctl-server` binary: `explicit` (flag or `CERTCTL_SERVER_BIN`), else next to
 /// the current executable, else one directory up (test binaries live in `target/*/deps/`).
 pub fn find_server_bin(explicit: Option<&Path>) -> Result<PathBuf, EmbeddedError> {
@@ -100,6 +116,8 @@ pub struct EmbeddedOptions {
     pub ready_timeout: Duration,
     /// Servers to start on the one database (`--replicas`; 1 normally).
     pub replicas: usize,
+    /// Start the servers with [`FAULT_SETTINGS`] (a run with faults).
+    pub fault_settings: bool,
 }
 
 /// A running cluster + server.
@@ -164,6 +182,11 @@ impl Embedded {
         for (k, v) in SERVER_DEFAULTS {
             server_env.entry(k.to_string()).or_insert_with(|| v.to_string());
         }
+        if opts.fault_settings {
+            for (k, v) in FAULT_SETTINGS.iter().filter(|(k, _)| std::env::var_os(k).is_none()) {
+                server_env.insert(k.to_string(), v.to_string());
+            }
+        }
         if replicas > 1 {
             for (k, v) in REPLICA_SETTINGS {
                 server_env.insert(k.to_string(), v.to_string());
@@ -202,7 +225,7 @@ impl Embedded {
         // boot on a migrated schema instead of racing each other's migrations.
         for i in 0..replicas {
             let started = match env.spawn_server(opts, i, replicas) {
-                Ok(()) => env.wait_ready(opts.ready_timeout, &cancelled).await,
+                Ok(()) => env.wait_ready(i, opts.ready_timeout, &cancelled).await,
                 Err(e) => Err(e),
             };
             if let Err(e) = started {
@@ -238,6 +261,13 @@ impl Embedded {
                 cmd.env(k, v);
             }
         }
+        if opts.fault_settings {
+            for (k, v) in FAULT_SETTINGS {
+                if std::env::var_os(k).is_none() {
+                    cmd.env(k, v);
+                }
+            }
+        }
         if replicas > 1 {
             // Not overridable: the multi-replica invariants are only meaningful with distinct
             // instance ids and the shared limiter backend.
@@ -246,7 +276,7 @@ impl Embedded {
             for (k, v) in REPLICA_SETTINGS {
                 cmd.env(k, v);
             }
-            self.instance_ids.push(id);
+            put(&mut self.instance_ids, i, id);
         }
         let child = cmd
             .stdin(Stdio::null())
@@ -263,8 +293,8 @@ impl Embedded {
             self.ports.push(port);
             self.base_urls.push(url);
         }
-        self.pids.push(child.id());
-        self.children.push(child);
+        put(&mut self.pids, i, child.id());
+        put(&mut self.children, i, child);
         self.log_path = log_path;
         Ok(())
     }
@@ -300,9 +330,79 @@ impl Embedded {
         self.instance_ids.clear();
         for i in 0..replicas {
             self.spawn_server(&opts, i, replicas)?;
-            self.wait_ready(opts.ready_timeout, &cancelled).await?;
+            self.wait_ready(i, opts.ready_timeout, &cancelled).await?;
         }
         Ok(())
+    }
+
+    /// Fast restart of PostgreSQL; with `down` > 0 it is stopped, left down that long, then
+    /// started on the same port. Returns once it accepts connections again.
+    pub async fn restart_database(&mut self, down: Duration) -> Result<(), EmbeddedError> {
+        let Some(mut cluster) = self.cluster.take() else {
+            return Err(EmbeddedError::Postgres("the cluster is gone".into()));
+        };
+        // pg_ctl blocks: off the runtime's workers, so the load keeps running meanwhile.
+        let (cluster, r) = tokio::task::spawn_blocking(move || {
+            let r = if down.is_zero() {
+                cluster.restart()
+            } else {
+                cluster.stop_server().and_then(|()| {
+                    std::thread::sleep(down);
+                    cluster.start_server()
+                })
+            };
+            (cluster, r)
+        })
+        .await
+        .map_err(|e| EmbeddedError::Postgres(e.to_string()))?;
+        self.cluster = Some(cluster);
+        r.map_err(|e| EmbeddedError::Postgres(e.to_string()))
+    }
+
+    /// SIGSTOPs the postmaster and its backends (SIGCONT when the guard is thawed or dropped).
+    pub fn freeze_database(&self) -> Result<pg_embedded::Frozen, EmbeddedError> {
+        let cluster = self.cluster.as_ref().ok_or_else(|| EmbeddedError::Postgres("the cluster is gone".into()))?;
+        cluster.freeze().map_err(|e| EmbeddedError::Postgres(e.to_string()))
+    }
+
+    /// `pg_terminate_backend` on every other connection to the server's database; returns how
+    /// many were killed.
+    pub async fn kill_connections(&self) -> Result<u64, EmbeddedError> {
+        let admin = pg_embedded::replace_database(&self.database_url, "postgres");
+        pg_embedded::terminate_connections(&admin, "certctl").await.map_err(|e| EmbeddedError::Postgres(e.to_string()))
+    }
+
+    /// Stops server `i`: SIGKILL, or SIGTERM and a wait for its graceful exit (SIGKILL after
+    /// 30 s). Returns its pid.
+    pub async fn stop_server(&mut self, i: usize, graceful: bool) -> Result<u32, EmbeddedError> {
+        let child = self.children.get_mut(i).ok_or_else(|| EmbeddedError::NotReady(format!("no server {i}")))?;
+        let pid = child.id();
+        if !graceful {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(pid);
+        }
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => return Ok(pid),
+                Ok(None) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Ok(pid);
+                }
+            }
+        }
+    }
+
+    /// Starts server `i` again on its port (same instance id) and waits for its `/ready`.
+    pub async fn start_server(&mut self, i: usize, cancelled: impl Fn() -> bool) -> Result<(), EmbeddedError> {
+        self.restarts += 1;
+        let opts = self.opts.clone();
+        self.spawn_server(&opts, i, opts.replicas.max(1))?;
+        self.wait_ready(i, opts.ready_timeout, &cancelled).await
     }
 
     /// Saves the database's current state (migrated, seeded) as the template that
@@ -358,18 +458,24 @@ impl Embedded {
         text.lines().next()?.trim().parse().ok()
     }
 
-    async fn wait_ready(&mut self, timeout: Duration, cancelled: &impl Fn() -> bool) -> Result<(), EmbeddedError> {
+    /// Waits until server `i` answers `/ready` with 200.
+    async fn wait_ready(
+        &mut self,
+        i: usize,
+        timeout: Duration,
+        cancelled: &impl Fn() -> bool,
+    ) -> Result<(), EmbeddedError> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
             .map_err(|e| EmbeddedError::NotReady(e.to_string()))?;
-        let url = format!("{}/ready", self.base_urls.last().unwrap_or(&self.base_url));
+        let url = format!("{}/ready", self.base_urls.get(i).unwrap_or(&self.base_url));
         let deadline = Instant::now() + timeout;
         loop {
             if cancelled() {
                 return Err(EmbeddedError::Interrupted);
             }
-            if let Some(child) = self.children.last_mut()
+            if let Some(child) = self.children.get_mut(i)
                 && let Ok(Some(status)) = child.try_wait()
             {
                 return Err(EmbeddedError::NotReady(format!(

@@ -37,6 +37,7 @@ pub mod ceiling;
 pub mod cli;
 pub mod clock;
 pub mod embedded;
+pub mod faults;
 pub mod gate;
 pub mod host;
 pub mod merge;

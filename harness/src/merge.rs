@@ -369,6 +369,9 @@ pub fn merge_runs(inputs: &[(PathBuf, Summary)], out: &Path) -> Result<Summary, 
             pg_stat_statements: pss,
             fleet_renewal,
             scheduler_throughput,
+            // Faults happen to one target over one run's clock: a merge of shards has no one
+            // fault timeline to add up, so it reports none.
+            faults: None,
         });
     }
     let commits: Vec<&str> = {

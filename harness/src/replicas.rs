@@ -120,19 +120,24 @@ pub fn count_served(text: &str) -> u64 {
         .sum()
 }
 
+/// Jobs that produced more than one certificate version (whole table; 0 unless a job ran twice).
+pub(crate) async fn jobs_with_two_versions(pool: &PgPool) -> Result<i64, HarnessError> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT job_id FROM certificate_versions WHERE job_id IS NOT NULL \
+         GROUP BY job_id HAVING count(*) > 1) d",
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(db)
+}
+
 async fn job_processed_once(
     pool: &PgPool,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     instance_ids: &[String],
 ) -> Result<Invariant, HarnessError> {
-    let dup_job_ids: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT job_id FROM certificate_versions WHERE job_id IS NOT NULL \
-         GROUP BY job_id HAVING count(*) > 1) d",
-    )
-    .fetch_one(pool)
-    .await
-    .map_err(db)?;
+    let dup_job_ids = jobs_with_two_versions(pool).await?;
     let not_one_version: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM jobs j WHERE j.type IN ('Issuance', 'Renewal') AND j.status = 'Completed' \
            AND j.completed_at BETWEEN $1 AND $2 \

@@ -5,7 +5,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use sqlx::PgPool;
+
 use crate::cli::{CompareArgs, ListArgs, RunPlan, SeedArgs, default_dir};
+use crate::faults::inject::{Bounds, FaultTarget, Injector};
 use crate::gate::{self, NoiseFloor, ThresholdVerdict};
 use crate::host::{HostInfo, git_commit};
 use crate::metrics::live::LiveServer;
@@ -47,6 +50,7 @@ pub(crate) fn target_spec(plan: &RunPlan) -> TargetSpec {
         ready_timeout: plan.ready_timeout,
         replicas: plan.replicas,
         balancer: plan.balancer,
+        faults: plan.scenarios.iter().any(|s| !s.def.faults.is_empty()),
     }
 }
 
@@ -97,6 +101,7 @@ pub(crate) fn engine_config(
         progress: plan.progress,
         live: live.map(|l| l.metrics()),
         start_at: plan.start_at,
+        started: None,
     }
 }
 
@@ -173,7 +178,9 @@ async fn drive(
         }
         seed_for(plan, target, sc, &mut seeding).await?;
         announce(plan, sc);
-        let result = trial::run(env, sc, target.procs()).await?;
+        let procs = target.procs();
+        let injector = fault_injector(target, sc, pool.as_ref(), cancel);
+        let result = trial::run(env, sc, procs, injector).await?;
         let hlog_name = format!("{}.hlog", sc.def.name);
         result.write_hlog(&plan.out_dir, &hlog_name, sc)?;
         scenarios.push(result.summarize(sc, hlog_name));
@@ -215,6 +222,27 @@ async fn drive(
         message: summary.verdict.reason.clone(),
         run_dir: Some(plan.out_dir.clone()),
     })
+}
+
+/// The injector of `sc`'s faults against `target` (none without faults).
+fn fault_injector<'a>(
+    target: &'a mut Target,
+    sc: &ResolvedScenario,
+    pool: Option<&PgPool>,
+    cancel: &Arc<AtomicBool>,
+) -> Option<Injector<'a>> {
+    if sc.def.faults.is_empty() {
+        return None;
+    }
+    let bounds = Bounds::from_settings(&target.server_env);
+    let ids = target.instance_ids.clone();
+    let on = match (target.embedded.as_mut(), &target.database_url) {
+        (Some(e), _) => FaultTarget::Embedded(e),
+        (None, Some(url)) => FaultTarget::External { database_url: url.clone() },
+        // The plan refused faults an external target without a database cannot suffer.
+        (None, None) => return None,
+    };
+    Some(Injector::new(&sc.def.faults, on, pool.cloned(), ids, bounds, cancel.clone()))
 }
 
 /// A summary of `scenarios` run under `plan` against `target` (verdict still to be judged).
@@ -317,8 +345,15 @@ pub fn verdict(s: &Summary) -> Verdict {
             format!("{}: label {} completed no requests{why} — the run measured nothing", sc.name, l.label)
         })
     });
+    let faults = |f: fn(&crate::faults::FaultsSummary) -> Option<String>| {
+        s.scenarios.iter().find_map(|sc| sc.faults.as_ref().and_then(f).map(|why| format!("{}: {why}", sc.name)))
+    };
     let (exit_code, reason) = if let Some(why) = unmeasured {
         (2, format!("{why}; {targets_note}"))
+    } else if let Some(why) = faults(crate::faults::FaultsSummary::not_carried_out) {
+        (2, format!("fault not carried out: {why}; {targets_note}"))
+    } else if let Some(why) = faults(crate::faults::FaultsSummary::failure) {
+        (1, format!("{why}; {targets_note}"))
     } else if let Some(inv) = broken.first() {
         (1, format!("multi-replica invariant violated: {} ({}); {targets_note}", inv.name, inv.detail))
     } else if let Some((sc, t)) = seed_fail.first() {
@@ -423,6 +458,17 @@ pub fn list(args: &ListArgs) -> Result<Outcome, HarnessError> {
     for d in scenario::load_dir(&dir)? {
         println!("{} — {}", d.name, d.description.split_whitespace().collect::<Vec<_>>().join(" "));
         println!("  fixtures: {}", if d.fixtures.is_empty() { "none".into() } else { d.fixtures.join(", ") });
+        if !d.faults.is_empty() {
+            let f: Vec<String> = d
+                .faults
+                .iter()
+                .map(|f| match f.duration_s {
+                    Some(x) => format!("{}@{}:{x}", f.kind.as_str(), f.at_s),
+                    None => format!("{}@{}", f.kind.as_str(), f.at_s),
+                })
+                .collect();
+            println!("  faults: {} (run only when named)", f.join(", "));
+        }
         for p in ["smoke", "ci", "scale"] {
             if let Ok(r) = d.resolve(p) {
                 let load = match (&d.scheduler_throughput, d.load.model) {
@@ -470,5 +516,6 @@ pub fn list(args: &ListArgs) -> Result<Outcome, HarnessError> {
     // for how to run things.
     println!("several generators: `run --shard I/N` on each (started together), then `merge RUN_DIR... --out DIR`");
     println!("several servers (embedded): `run --replicas N` also checks the multi-replica invariants");
+    println!("faults (embedded): `run --fault KIND@SECONDS[:DURATION]`, or a scenario's [[faults]]");
     Ok(Outcome { code: 0, message: String::new(), run_dir: None })
 }

@@ -35,6 +35,8 @@ pub struct TargetSpec {
     pub replicas: usize,
     /// How the replicas are balanced (`--balancer`, resolved).
     pub balancer: crate::cli::BalancerArg,
+    /// Some scenario has faults: start the servers with [`crate::embedded::FAULT_SETTINGS`].
+    pub faults: bool,
 }
 
 /// The environment being driven.
@@ -126,6 +128,7 @@ pub async fn start(spec: &TargetSpec, cancel: &Arc<AtomicBool>) -> Result<Target
                 api_key: spec.api_key.clone().unwrap_or_default(),
                 ready_timeout: spec.ready_timeout,
                 replicas: spec.replicas,
+                fault_settings: spec.faults,
             };
             let c = cancel.clone();
             let env = Embedded::start(&opts, move || c.load(Ordering::Relaxed)).await.map_err(embedded_error)?;

@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 
 use crate::HarnessError;
+use crate::faults::inject::Injector;
+use crate::faults::invariants::Watch;
+use crate::faults::{FaultEvent, FaultsSummary, analysis};
 use crate::gate;
 use crate::host::git_commit;
 use crate::metrics::sampler::{self, Procs, Sample};
@@ -50,6 +53,8 @@ pub struct TrialResult {
     pub observed: Observations,
     /// Wall time of the load.
     pub wall: Duration,
+    /// A trial with faults: what was done and what held.
+    pub faults: Option<FaultRun>,
 }
 
 /// The observers' readings of one trial.
@@ -65,26 +70,85 @@ pub struct Observations {
     pub pss: PgStatStatements,
 }
 
-/// Runs one trial of `sc` against `env`, sampling `procs`.
-pub async fn run(env: TrialEnv<'_>, sc: &ResolvedScenario, procs: Procs) -> Result<TrialResult, HarnessError> {
+/// Runs one trial of `sc` against `env`, sampling `procs`; `injector` (a trial with faults)
+/// causes the scenario's faults beside the load, and the fault invariants are checked after it.
+pub async fn run(
+    env: TrialEnv<'_>,
+    sc: &ResolvedScenario,
+    procs: Procs,
+    injector: Option<Injector<'_>>,
+) -> Result<TrialResult, HarnessError> {
     let observers = Observers::start(env, sc, procs).await;
-    let t = Instant::now();
-    let load = match &sc.def.scheduler_throughput {
-        Some(d) => match scheduler_throughput::run(sc, d, env.cfg, env.pool).await {
-            Ok((r, st)) => Ok((r, Some(st))),
-            Err(e) => Err(HarnessError::Target(e.to_string())),
-        },
-        // Set-up (servers, seeding) outlasted a synchronized start: the shards would not line up.
-        None if env.cfg.start_at.is_some_and(|at| at <= std::time::SystemTime::now()) => {
-            Err(HarnessError::Config(crate::clock::start_passed(env.cfg.start_at)))
-        }
-        None => engine::run_scenario(sc, env.cfg).await.map(|r| (r, None)).map_err(HarnessError::from),
+    let watch = match (&injector, env.pool) {
+        (Some(_), Some(p)) => Some(Watch::prepare(p, &env.cfg.base_urls, env.cfg.api_key.as_deref()).await?),
+        _ => None,
     };
+    let bounds = injector.as_ref().map(Injector::bounds);
+    let (t0_tx, t0_rx) = tokio::sync::watch::channel(None);
+    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+    let mut cfg = env.cfg.clone();
+    if injector.is_some() {
+        cfg.started = Some(std::sync::Arc::new(t0_tx));
+    }
+    let t = Instant::now();
+    let load = async {
+        let r = load(sc, &cfg, env.pool).await;
+        done_tx.send_replace(true);
+        r
+    };
+    let drive = async {
+        match injector {
+            Some(i) => Some(i.drive(t0_rx, done_rx).await),
+            None => None,
+        }
+    };
+    let (load, events) = tokio::join!(load, drive);
     let wall = t.elapsed();
     let t0 = load.as_ref().ok().map(|(r, _)| r.t0);
     let observed = observers.finish(env, sc, t0, wall).await;
     let (run, throughput) = load?;
-    Ok(TrialResult { run, throughput, observed, wall })
+    let faults = match events {
+        Some(events) => {
+            let invariants = match (watch, env.pool, bounds) {
+                (Some(w), Some(p), Some(b)) => {
+                    eprintln!("certctl-loadtest: checking the fault invariants");
+                    w.check(p, &events, b).await?
+                }
+                _ => Vec::new(),
+            };
+            Some(FaultRun { events, invariants })
+        }
+        None => None,
+    };
+    Ok(TrialResult { run, throughput, observed, wall, faults })
+}
+
+/// The load of a trial: a drain or a goose schedule.
+async fn load(
+    sc: &ResolvedScenario,
+    cfg: &EngineConfig,
+    pool: Option<&PgPool>,
+) -> Result<(ScenarioRun, Option<SchedulerThroughput>), HarnessError> {
+    match &sc.def.scheduler_throughput {
+        Some(d) => match scheduler_throughput::run(sc, d, cfg, pool).await {
+            Ok((r, st)) => Ok((r, Some(st))),
+            Err(e) => Err(HarnessError::Target(e.to_string())),
+        },
+        // Set-up (servers, seeding) outlasted a synchronized start: the shards would not line up.
+        None if cfg.start_at.is_some_and(|at| at <= std::time::SystemTime::now()) => {
+            Err(HarnessError::Config(crate::clock::start_passed(cfg.start_at)))
+        }
+        None => engine::run_scenario(sc, cfg).await.map(|r| (r, None)).map_err(HarnessError::from),
+    }
+}
+
+/// What the fault injector did and what the invariants found.
+#[derive(Debug)]
+pub struct FaultRun {
+    /// Each fault caused (or not), in order.
+    pub events: Vec<FaultEvent>,
+    /// The database invariants checked after the load (empty without a database).
+    pub invariants: Vec<crate::report::summary::Invariant>,
 }
 
 /// Every observer of a trial, started before the load.
@@ -201,6 +265,10 @@ impl TrialResult {
         if let Some(st) = &self.throughput {
             scenario_metrics.extend(st.metrics());
         }
+        let faults = self.faults.as_ref().map(|f| self.fault_summary(sc, f));
+        if let Some(f) = &faults {
+            scenario_metrics.extend(fault_metrics(f));
+        }
         let thresholds = gate::evaluate(&def.thresholds, &labels, &scenario_metrics);
         let users = match def.load.model {
             Model::Open => (0..def.requests.len()).map(|i| sc.open_users(i)).sum(),
@@ -228,8 +296,33 @@ impl TrialResult {
             pg_stat_statements: self.observed.pss.clone(),
             fleet_renewal: self.observed.fleet_renewal.clone(),
             scheduler_throughput: self.throughput.clone(),
+            faults,
         }
     }
+
+    fn fault_summary(&self, sc: &ResolvedScenario, f: &FaultRun) -> FaultsSummary {
+        let (faults, errors_outside, accounting) =
+            analysis::analyze(sc, &self.run, &f.events, self.throughput.is_some());
+        FaultsSummary { faults, errors_outside, accounting, invariants: f.invariants.clone() }
+    }
+}
+
+/// `recovery_s` (the slowest fault's recovery, only when every fault recovered) and
+/// `reclaim_s` (the slowest reclaim of a SIGKILLed replica's jobs) for thresholds.
+fn fault_metrics(f: &FaultsSummary) -> BTreeMap<String, Option<f64>> {
+    let judged: Vec<_> = f.faults.iter().filter(|x| !x.recovery.starts_with("not judged")).collect();
+    let recovery = if judged.iter().all(|x| x.recovery_s.is_some()) {
+        judged.iter().filter_map(|x| x.recovery_s).reduce(f64::max)
+    } else {
+        None
+    };
+    let reclaims: Vec<_> = f.faults.iter().filter_map(|x| x.reclaim.as_ref()).collect();
+    let reclaim = if reclaims.iter().all(|r| r.reclaim_s.is_some()) {
+        reclaims.iter().filter_map(|r| r.reclaim_s).reduce(f64::max)
+    } else {
+        None
+    };
+    BTreeMap::from([("recovery_s".to_string(), recovery), ("reclaim_s".to_string(), reclaim)])
 }
 
 /// Mean CPU of the trial's measurement window, percent of one core: (server, generator,

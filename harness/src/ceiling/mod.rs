@@ -83,10 +83,17 @@ impl CeilingPlan {
             shard: None,
             start_at: None,
             start_in: None,
+            faults: Vec::new(),
             common: args.common.clone(),
         };
         let run = RunPlan::from_args(&run_args)?;
         let sc = run.scenarios.first().ok_or_else(|| bad("no scenario".into()))?;
+        if !sc.def.faults.is_empty() {
+            return Err(bad(format!(
+                "scenario {} has [[faults]]: a capacity search needs steady trials — use `run`",
+                sc.def.name
+            )));
+        }
         if sc.def.scheduler_throughput.is_some() {
             return Err(bad(format!(
                 "scenario {} is a drain (one bulk renew timed to the end): its certificates/s is its ceiling — use `run`",
@@ -254,7 +261,7 @@ async fn one_trial(
     let sc = plan.trial_load(phase, factor);
     let env = TrialEnv { cfg, pool, pss_status };
     let (before, busy_before, t) = (judge::machine_ticks(), judge::runtime_busy().0, Instant::now());
-    let result = trial::run(env, &sc, target.procs()).await?;
+    let result = trial::run(env, &sc, target.procs(), None).await?;
     let machine_busy = judge::machine_busy(before, judge::machine_ticks());
     let generator_busy = judge::runtime_busy_percent(busy_before, judge::runtime_busy(), t.elapsed());
     let hlog = format!("{}.trial-{n:02}.hlog", sc.def.name);

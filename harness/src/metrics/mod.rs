@@ -78,30 +78,71 @@ impl ErrorCounts {
     }
 
     fn add(&mut self, outcome: Outcome) {
-        let Some(class) = error_class(outcome) else { return };
-        let slot = match class {
-            0 => &mut self.transport,
-            1 => &mut self.status_4xx,
-            2 => &mut self.status_5xx,
-            3 => &mut self.unexpected_status,
-            _ => &mut self.body_check,
-        };
-        *slot += 1;
+        if let Some(c) = ErrorClass::of(outcome) {
+            self.count(c);
+        }
+    }
+}
+
+/// An error class, as [`ErrorCounts`] counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// No HTTP response.
+    Transport,
+    /// Unexpected 4xx.
+    Status4xx,
+    /// Unexpected 5xx.
+    Status5xx,
+    /// Unexpected other status.
+    Unexpected,
+    /// Failed body/header check (or failed client-side work).
+    BodyCheck,
+}
+
+impl ErrorClass {
+    /// The class of `outcome`, `None` for a success.
+    pub fn of(outcome: Outcome) -> Option<Self> {
+        match outcome {
+            Outcome::Ok(_) | Outcome::Client(true) => None,
+            Outcome::Client(false) | Outcome::BodyCheck(_) => Some(ErrorClass::BodyCheck),
+            Outcome::Transport => Some(ErrorClass::Transport),
+            Outcome::Status(s) if (400..500).contains(&s) => Some(ErrorClass::Status4xx),
+            Outcome::Status(s) if (500..600).contains(&s) => Some(ErrorClass::Status5xx),
+            Outcome::Status(_) => Some(ErrorClass::Unexpected),
+        }
     }
 }
 
 /// The error class of an outcome, as an index into [`live::ERROR_CLASSES`] (transport, 4xx,
-/// 5xx, unexpected status, body check); `None` for a success.
+/// 5xx, unexpected status, body check: the order of [`ErrorClass`]); `None` for a success.
 pub fn error_class(outcome: Outcome) -> Option<usize> {
-    match outcome {
-        Outcome::Ok(_) | Outcome::Client(true) => None,
-        Outcome::Transport => Some(0),
-        Outcome::Status(s) if (400..500).contains(&s) => Some(1),
-        Outcome::Status(s) if (500..600).contains(&s) => Some(2),
-        Outcome::Status(_) => Some(3),
-        Outcome::BodyCheck(_) | Outcome::Client(false) => Some(4),
+    ErrorClass::of(outcome).map(|c| c as usize)
+}
+
+impl ErrorCounts {
+    /// Counts one error of class `c`.
+    pub fn count(&mut self, c: ErrorClass) {
+        match c {
+            ErrorClass::Transport => self.transport += 1,
+            ErrorClass::Status4xx => self.status_4xx += 1,
+            ErrorClass::Status5xx => self.status_5xx += 1,
+            ErrorClass::Unexpected => self.unexpected_status += 1,
+            ErrorClass::BodyCheck => self.body_check += 1,
+        }
     }
 }
+
+/// When one failing request ended, for the error windows of faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorMark {
+    /// Milliseconds from time zero to the request's end.
+    pub end_ms: u64,
+    /// Its class.
+    pub class: ErrorClass,
+}
+
+/// Error marks kept per label; past it the error windows of faults are marked truncated.
+pub const MAX_ERROR_MARKS: usize = 1_000_000;
 
 /// One second of one label.
 #[derive(Debug, Clone)]
@@ -144,6 +185,8 @@ pub struct LabelStats {
     pub statuses: BTreeMap<u16, u64>,
     /// 429 answers carrying an ACME `rateLimited` problem document.
     pub rate_limited: u64,
+    /// When each failing request ended, in order of recording (at most [`MAX_ERROR_MARKS`]).
+    pub error_marks: Vec<ErrorMark>,
 }
 
 impl LabelStats {
@@ -157,6 +200,7 @@ impl LabelStats {
             errors: ErrorCounts::default(),
             statuses: BTreeMap::new(),
             rate_limited: 0,
+            error_marks: Vec::new(),
         }
     }
 
@@ -245,6 +289,12 @@ impl Recorder {
             if is_error {
                 iv.errors += 1;
             }
+        }
+        if let Some(class) = ErrorClass::of(outcome)
+            && s.error_marks.len() < MAX_ERROR_MARKS
+        {
+            let end_ms = ended.saturating_duration_since(t0).as_millis() as u64;
+            s.error_marks.push(ErrorMark { end_ms, class });
         }
         if judged {
             s.corrected.saturating_record(corrected);

@@ -323,6 +323,29 @@ fn spectrum_chart(sc: &ScenarioSummary, spectra: &Spectra) -> Chart {
 
 /// p99 (solid) and p50 (dashed) per second, and completed requests per second, per label;
 /// labels beyond [`MAX_LABELS_PER_PANEL`] are split into groups, each with its own pair of panels.
+/// The faults of a trial on a timeline panel of height `top`: one vertical line where each fault
+/// began and one where it ended (black, dotted), and one at the second it recovered (grey,
+/// dotted). The series' names carry the kinds, so the legend says which fault is which.
+fn fault_marks(sc: &ScenarioSummary, top: f64) -> Vec<Series> {
+    let Some(f) = sc.faults.as_ref().filter(|f| !f.faults.is_empty()) else { return Vec::new() };
+    let vline = |t: f64| [(t, 0.0), (t, top)];
+    let kinds: Vec<String> =
+        f.faults.iter().map(|x| format!("{} {}–{} s", x.kind, tick(x.started_s), tick(x.ended_s))).collect();
+    let mut v = vec![Series {
+        name: format!("fault: {}", kinds.join(", ")),
+        style: style(6, 2),
+        width: 2,
+        segments: true,
+        points: f.faults.iter().flat_map(|x| vline(x.started_s).into_iter().chain(vline(x.ended_s))).collect(),
+    }];
+    let recovered: Vec<(f64, f64)> =
+        f.faults.iter().filter_map(|x| x.recovery_s.map(|r| x.ended_s + r)).flat_map(vline).collect();
+    if !recovered.is_empty() {
+        v.push(Series { name: "recovered".into(), style: style(7, 2), width: 2, segments: true, points: recovered });
+    }
+    v
+}
+
 fn timeline_chart(sc: &ScenarioSummary) -> Chart {
     let tmax = sc.labels.iter().map(|l| l.intervals.len()).max().unwrap_or(1).max(1) as f64;
     let groups = label_groups(sc.labels.len());
@@ -362,6 +385,8 @@ fn timeline_chart(sc: &ScenarioSummary) -> Chart {
         }
         let ymax = headroom(lat.iter().flat_map(|s| s.points.iter().map(|p| p.1)), 1.0);
         let rmax = headroom(rate.iter().flat_map(|s| s.points.iter().map(|p| p.1)), 1.0);
+        lat.extend(fault_marks(sc, ymax));
+        rate.extend(fault_marks(sc, rmax));
         panels.push(Panel {
             title: format!("p99 / p50 per second{suffix}"),
             x: Axis::linear("seconds since start", 0.0..tmax),

@@ -182,6 +182,7 @@ pub fn render(s: &Summary, charts: &[String]) -> String {
     }
     fleet_renewal_section(&mut o, s);
     scheduler_throughput_section(&mut o, s);
+    faults_section(&mut o, s);
     for sc in &s.scenarios {
         if sc.pg_stat_statements.top.is_empty() {
             continue;
@@ -211,6 +212,66 @@ pub fn render(s: &Summary, charts: &[String]) -> String {
         }
     }
     o
+}
+
+/// The Faults table (one row per fault), then each faulted scenario's accounting and invariants.
+fn faults_section(o: &mut String, s: &Summary) {
+    let faulted: Vec<_> = s.scenarios.iter().filter_map(|sc| sc.faults.as_ref().map(|f| (sc, f))).collect();
+    if faulted.is_empty() {
+        return;
+    }
+    o.push_str(
+        "\n## Faults\n\nTimes in seconds from the load's start. Error window: the first and last failing request \
+         attributed to the fault (their ends). Recovery: from the fault's end to the first second whose p99 and error \
+         rate are back within the seed thresholds (or the scenario's `[recovery]` bounds).\n\n\
+         | scenario | fault | at | duration | error window | errors (transport/4xx/5xx/unexpected/body) | recovery | reclaim | invariants |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (sc, f) in &faulted {
+        let held = f.invariants.iter().filter(|i| i.held).count();
+        for x in &f.faults {
+            let e = &x.errors;
+            o.push_str(&format!(
+                "| {} | {} | {:.1} (ran {:.2}–{:.2}) | {:.1} s | {} | {} ({}/{}/{}/{}/{}) | {} | {} | {held}/{} held |\n",
+                sc.name,
+                x.failed.as_ref().map(|w| format!("{} — **not carried out**: {w}", x.kind)).unwrap_or(x.kind.clone()),
+                x.at_s,
+                x.started_s,
+                x.ended_s,
+                x.duration_s,
+                x.error_window.map(|[a, b]| format!("{a:.2}–{b:.2}")).unwrap_or_else(|| "no errors".into()),
+                e.total(),
+                e.transport,
+                e.status_4xx,
+                e.status_5xx,
+                e.unexpected_status,
+                e.body_check,
+                x.recovery_s.map(|r| format!("{r:.1} s")).unwrap_or_else(|| "–".into()),
+                x.reclaim
+                    .as_ref()
+                    .map(|r| match r.reclaim_s {
+                        Some(t) => format!("{} jobs in {t:.2} s (bound {:.1} s)", r.jobs, r.bound_s),
+                        None => format!("{} jobs **not reclaimed** (bound {:.1} s)", r.jobs, r.bound_s),
+                    })
+                    .unwrap_or_else(|| "–".into()),
+                f.invariants.len()
+            ));
+        }
+    }
+    for (sc, f) in &faulted {
+        let a = &f.accounting;
+        o.push_str(&format!(
+            "\n{}: {} requests planned, {} started, {} answered, {} counted as errors, {} never started (dropped), \
+             **{} unaccounted**; {} errors outside every fault's window.\n",
+            sc.name, a.planned, a.issued, a.answered, a.failed, a.dropped, a.unaccounted, f.errors_outside
+        ));
+        for x in &f.faults {
+            o.push_str(&format!("- {} at {:.1} s: {}; recovery: {}\n", x.kind, x.at_s, x.detail, x.recovery));
+        }
+        for i in &f.invariants {
+            o.push_str(&format!("- {} `{}`: {}\n", if i.held { "held" } else { "**VIOLATED**" }, i.name, i.detail));
+        }
+    }
 }
 
 /// The fleet renewal table: one row per scenario that measured it.

@@ -165,6 +165,10 @@ pub struct ScenarioSummary {
     /// Scheduler throughput, for `[scheduler_throughput]` scenarios (absent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduler_throughput: Option<crate::scenario::scheduler_throughput::SchedulerThroughput>,
+    /// A trial with faults: each fault's error window, errors, recovery and reclaim, the
+    /// request accounting and the fault invariants (absent without faults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<crate::faults::FaultsSummary>,
 }
 
 /// One request label.

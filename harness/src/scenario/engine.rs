@@ -67,6 +67,8 @@ pub struct EngineConfig {
     /// `--start-at`: time zero on the wall clock (shards on several machines share it);
     /// `None`: a moment after every user is ready.
     pub start_at: Option<SystemTime>,
+    /// Told the load's time zero once it is fixed (a fault trial's injector waits on it).
+    pub started: Option<Arc<tokio::sync::watch::Sender<Option<Instant>>>>,
 }
 
 /// What one scenario run produced.
@@ -151,6 +153,9 @@ impl Shared {
                     })
                     .collect(),
             );
+            if let Some(tx) = &self.cfg.started {
+                tx.send_replace(Some(t0));
+            }
             (t0, wall)
         });
         self.released.notify_waiters();

@@ -97,6 +97,15 @@ pub struct ScenarioDef {
     /// ended (see [`scheduler_throughput`]); `load.duration_s` is then the time limit.
     #[serde(default)]
     pub scheduler_throughput: Option<scheduler_throughput::SchedulerThroughputDef>,
+    /// Faults caused during the load (embedded mode; see [`crate::faults`]); `run --fault`
+    /// adds more.
+    #[serde(default)]
+    pub faults: Vec<crate::faults::FaultDef>,
+    /// Per-second bounds a second must meet to count as recovered after a fault, for every
+    /// label (default: each label's `p99` and `error_rate` seed thresholds). For a fault whose
+    /// whole-run latency thresholds must allow the fault itself (a stall).
+    #[serde(default)]
+    pub recovery: Option<crate::faults::RecoveryDef>,
     /// Per-profile overrides (`smoke`, `ci`, `scale`).
     #[serde(default)]
     pub profiles: BTreeMap<String, ProfileOverride>,
@@ -562,12 +571,16 @@ impl ScenarioDef {
                     || (self.fleet_renewal.is_some() && t.metric == crate::metrics::fleet::FLEET_RENEWAL_RATE)
                     || (self.scheduler_throughput.is_some()
                         && scheduler_throughput::METRICS.contains(&t.metric.as_str()))
+                    || crate::faults::METRICS.contains(&t.metric.as_str())
             } else {
                 labels.contains(t.label.as_str()) && LABEL_METRICS.contains(&t.metric.as_str())
             };
             if !ok {
                 return Err(self.invalid(format!("threshold names unknown label/metric {} {}", t.label, t.metric)));
             }
+        }
+        for f in &self.faults {
+            f.validate().map_err(|e| self.invalid(format!("[[faults]] {e}")))?;
         }
         if self.fleet_renewal.as_ref().is_some_and(|f| f.window_s == 0) {
             return Err(self.invalid("fleet_renewal.window_s must be > 0"));
@@ -672,10 +685,11 @@ pub fn load_dir(dir: &Path) -> Result<Vec<ScenarioDef>, ScenarioError> {
     Ok(out)
 }
 
-/// Picks the scenarios named (all when `names` is empty), in the order given.
+/// Picks the scenarios named, in the order given; when `names` is empty, every scenario
+/// without `[[faults]]` (a fault scenario restarts and kills things: it runs only when named).
 pub fn select(all: &[ScenarioDef], names: &[String]) -> Result<Vec<ScenarioDef>, ScenarioError> {
     if names.is_empty() {
-        return Ok(all.to_vec());
+        return Ok(all.iter().filter(|d| d.faults.is_empty()).cloned().collect());
     }
     names
         .iter()
@@ -794,8 +808,21 @@ rate_factor = 0.5
         let names: Vec<&str> = all.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(
             names,
-            ["acme_burst", "acme_enrollment", "agent_fleet", "agent_storm", "api", "bulk_renewal", "fleet_renewal"]
+            [
+                "acme_burst",
+                "acme_enrollment",
+                "agent_fleet",
+                "agent_storm",
+                "api",
+                "bulk_renewal",
+                "faults_db_restart",
+                "faults_db_stall",
+                "faults_replica_kill",
+                "fleet_renewal"
+            ]
         );
+        let default: Vec<String> = select(&all, &[]).unwrap().into_iter().map(|d| d.name).collect();
+        assert!(default.iter().all(|n| !n.starts_with("faults_")) && default.len() == 7, "{default:?}");
         for d in &all {
             for p in ["smoke", "ci", "scale"] {
                 d.resolve(p).unwrap();

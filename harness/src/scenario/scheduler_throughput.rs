@@ -193,6 +193,9 @@ pub async fn run(
     let started_at = SystemTime::now();
     let t0 = Instant::now();
     recorder.set_t0(t0);
+    if let Some(tx) = &cfg.started {
+        tx.send_replace(Some(t0));
+    }
     let finish = |recorder: &Recorder, cancelled: bool| ScenarioRun {
         labels: recorder.snapshot(),
         schedule: vec![ScheduleCounts::default()],

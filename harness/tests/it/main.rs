@@ -14,6 +14,7 @@ mod deploy;
 mod distributed;
 mod embedded;
 mod exit_codes;
+mod faults;
 mod fleet;
 mod flows;
 mod live;
