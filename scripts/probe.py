@@ -96,6 +96,8 @@ class Http:
         self.sent = 0
         self.statuses = {}
         self.five_xx = []
+        self.no_request_id = []
+        self.acme_no_index = []
         self.conns = {}
         self.lock = threading.Lock()
         self._src = 0
@@ -149,6 +151,10 @@ class Http:
                 if attempt:
                     raise
         self.record(method, path, resp.status, resp.body)
+        if "x-request-id" not in resp.headers:
+            self.no_request_id.append(f"{method} {path[:80]} -> {resp.status}")
+        if path.startswith("/acme/") and 'rel="index"' not in resp.headers.get("link", ""):
+            self.acme_no_index.append(f"{method} {path[:80]} -> {resp.status}")
         return resp
 
 
@@ -720,7 +726,10 @@ class Probe:
                     wrong.append(f"{method} {path} as {who} ({access}): expected {expect}, got {a}")
         self.r.check(f"6 role matrix over every OpenAPI operation x {{none, wrong key, wrong agent credential, another agent's credential, non-admin key, the agent's credential, admin}} as x-certctl-access says",
                      not wrong, sample(wrong) or f"{n} calls as documented")
-        # The README's matrix, independently of the document's annotations.
+        self.role_policy(other_agent)
+
+    def role_policy(self, other_agent):
+        """The README's matrix, independently of the document's annotations, and the issue's cases."""
         admin_only = [(m, p) for m, p, _ in operations(self.doc)
                       if (m in ("POST", "PUT", "DELETE") and re.match(r"^/api/v1/(profiles|issuers|renewal-policies)", p))
                       or p == "/api/v1/certificates/bulk-revoke"]
@@ -852,6 +861,9 @@ class Probe:
 
     # -- 8. connection limits (raw sockets, in a thread) ------------------------------------
     def connection_limits(self, results):
+        """Starts the raw-socket scenarios, one thread each (they wait for server timeouts, so they
+        run alongside the other checks); each small closure below is one scenario, whose result
+        goes into `results` for `report_connections`."""
         def until_closed(s, limit):
             t0, got = time.time(), b""
             s.settimeout(limit)
@@ -921,9 +933,34 @@ class Probe:
             s.close()
             return t, got[:20]
 
+        def many_unfinished(n=300):
+            socks = []
+            for i in range(n):
+                s = socket.create_connection((self.h.host, self.h.port))
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: probe\r\nX-Slow: " + str(i).encode())
+                socks.append(s)
+            t0 = time.time()
+            c = http.client.HTTPConnection(self.h.host, self.h.port, timeout=10)
+            c.request("GET", "/health")
+            status = c.getresponse().status
+            answered = time.time() - t0
+            c.close()
+            open_after = 0
+            for s in socks:
+                s.settimeout(max(0.1, 16 - (time.time() - t0)))
+                try:
+                    while s.recv(65536):
+                        pass
+                except socket.timeout:
+                    open_after += 1
+                except OSError:
+                    pass
+                s.close()
+            return (status, answered, open_after, time.time() - t0), n
+
         threads = [threading.Thread(target=run, args=(n, f)) for n, f in
                    [("unfinished_head", unfinished_head), ("drip", drip), ("idle_keepalive", idle_keepalive),
-                    ("stalled_body", stalled_body), ("http10", http10)]]
+                    ("stalled_body", stalled_body), ("http10", http10), ("many_unfinished", many_unfinished)]]
         for t in threads:
             t.start()
         return threads
@@ -944,6 +981,10 @@ class Probe:
         self.stalled_body = (t, got)
         self.r.check(f"8 a request whose body stalls is ended within the idle timeout ({idle_timeout} s) or the request deadline",
                      t is not None and t <= idle_timeout + 5, f"after {t if t is None else round(t, 2)} s, answer {got!r}")
+        r, n = res.get("many_unfinished", (None, 0))
+        ok = isinstance(r, tuple) and r[0] == 200 and r[1] < 2 and r[2] == 0
+        self.r.check(f"8 {n} connections holding unfinished heads at once: a new client is still served at once, and all {n} are closed by the header-read timeout",
+                     ok, f"GET /health {r[0]} in {r[1]:.3f} s; {r[2]} still open after {r[3]:.1f} s" if isinstance(r, tuple) else str(n))
         t, got = res.get("http10", (None, ""))
         self.r.check("+ an HTTP/1.0 request is answered 200 and the connection closed", t is not None and got.startswith(b"HTTP/1.") and b" 200 " in got,
                      f"{got!r} closed after {t if t is None else round(t, 2)} s")
@@ -975,8 +1016,16 @@ class Probe:
 
     # -- 10/12. ACME ------------------------------------------------------------------------
     def acme(self):
+        """ACME over the compact client; returns an issued (and revoked) leaf for the CRL check."""
         test = Acme(self.h, "prof-test").register()
         std = Acme(self.h, "prof-standard-tls").register()
+        self.acme_names(test, std)
+        leaf = self.acme_ari(test)
+        self.acme_revoke_and_deactivate(test, leaf)
+        self.acme_paths(test)
+        return leaf
+
+    def acme_names(self, test, std):
         # 2. names on new-order (both profiles).
         wrong = []
         for bad in ACME_BAD_NAMES:
@@ -1007,6 +1056,8 @@ class Probe:
             fin.append(f"garbage CSR -> {a}")
         self.r.check("2 ACME finalize with a CSR naming anything but the order's identifiers (or invalid names) -> badCSR problem", not fin,
                      sample(fin) or "refused")
+
+    def acme_ari(self, test):
         # issuance, ARI.
         leaf, order, order_url = test.issue(["ari1.probe.example", "ari2.probe.example"])
         cid = cert_id(leaf)
@@ -1027,6 +1078,9 @@ class Probe:
                    test.order(["ari1.probe.example"], replaces="not-a-cert-id"), test.order(["ari1.probe.example"], replaces=LONG)]
         self.r.check("10 ARI: `replaces` of a certificate never issued here, of another account's certificate with no shared name, or malformed -> 4xx problem",
                      all(400 <= x.status < 500 and x.problem() for x in refused), str([repr(x)[:90] for x in refused]))
+        return leaf
+
+    def acme_revoke_and_deactivate(self, test, leaf):
         # 5. removeFromCRL over ACME.
         der = b64u(leaf.public_bytes(serialization.Encoding.DER))
         rv = [test.post(test.dir["revokeCert"], {"certificate": der, "reason": r}) for r in (8, 7, 11, -1, 2 ** 40)]
@@ -1045,6 +1099,8 @@ class Probe:
                      deact.status == 200 and deact.json.get("status") == "deactivated"
                      and all(x.status == 401 and x.problem() and x.json["type"].endswith(":unauthorized") for x in after),
                      f"deactivate {deact.status}; then {[x.status for x in after]}")
+
+    def acme_paths(self, test):
         # 12. unknown paths, junk path parameters, and their headers.
         def not_problems(paths):
             wrong = []
@@ -1092,7 +1148,6 @@ class Probe:
             wrong.append(f"wrong content type -> {a}")
         self.r.check("+ ACME: garbled JWS, alg none/HS256, bad encodings, 100 KB protected header, wrong content type -> 4xx problem documents",
                      not wrong, sample(wrong) or "all refused")
-        return leaf
 
     def acme_crl(self, leaf):
         t0 = time.time()
@@ -1117,7 +1172,7 @@ class Probe:
                             ri.status == 200 and (upd is None or upd.status < 500), f"policy assign {upd.status if upd else None}; renewal-info {ri}")
 
 
-def main():
+def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(root, "target"))
@@ -1134,7 +1189,76 @@ def main():
     ap.add_argument("--idle-timeout", type=float, default=60, help="documented idle timeout (s)")
     ap.add_argument("--out", default=os.path.join(target, "probe"), help="where the server logs go (default target/probe)")
     args = ap.parse_args()
+    if args.url and not (args.admin_key and args.reader_key):
+        ap.error("--url needs --admin-key and --reader-key")
+    return args
 
+
+def run_all(p, args, env, run_dir, servers, logs, clients):
+    """Every check, in an order where each finds the state it needs."""
+    h, report = p.h, p.r
+    p.doc = h.req("GET", "/api/v1/openapi.json").json
+    ops = list(operations(p.doc))
+    report.check("0 the OpenAPI document is served at /api/v1/openapi.json", len(ops) > 40, f"{len(ops)} operations")
+    conn_results = {}
+    threads = p.connection_limits(conn_results)
+    p.numbers()
+    p.names_api()
+    p.agent_flow()
+    p.retired_agent()
+    p.role_matrix()
+    p.long_values()
+    p.hostile()
+    p.revocation_and_crl(p.cert_with_version)
+    leaf = p.acme()
+    p.acme_crl(leaf)
+    p.huge_window_ari()
+    p.auth_failures()
+    if not args.url:
+        kg = DevServer(args.bin, os.path.join(run_dir, "server-keygen.log"), dict(env, CERTCTL_KEYGEN_MODE="server"))
+        servers.append(kg)
+        logs.append(kg.log_path)
+        h2 = Http("127.0.0.1", kg.port)
+        clients.append(h2)
+        p.server_keygen(h2)
+        kg.stop()
+    for t in threads:
+        t.join(150)
+    p.report_connections(conn_results, args.header_read_timeout, args.idle_timeout)
+    after = h.req("GET", "/ready")
+    report.check("+ the server is still ready after the probe", after.status == 200, repr(after))
+
+
+def summarize(report, clients, logs, probe, run_dir, started):
+    """The whole-run checks (5xx, request ids, ACME index links, panics) and the summary line."""
+    total = sum(c.sent for c in clients)
+    five = [x for c in clients for x in c.five_xx]
+    report.check("no 5xx answer to any tracked request", not five, sample(five, 6) or f"0 of {total}")
+    missing = [x for c in clients for x in c.no_request_id]
+    report.check("every tracked response carries X-Request-ID (README: Errors)", not missing, sample(missing) or f"all {total}")
+    no_index = [x for c in clients for x in c.acme_no_index]
+    report.check("every /acme/ response carries Link: <directory>;rel=\"index\" (docs/operator/acme.md)", not no_index,
+                 sample(no_index) or "all of them")
+    panics = []
+    for path in logs:
+        with open(path, "rb") as f:
+            panics += [ln.decode("utf-8", "replace").strip()[:200] for ln in f if b"panicked" in ln]
+    if logs:
+        report.check("no panic in the server log", not panics, sample(panics) or f"searched {', '.join(logs)}")
+    failed = report.failed()
+    statuses = {}
+    for c in clients:
+        for k, v in c.statuses.items():
+            statuses[k] = statuses.get(k, 0) + v
+    statuses = dict(sorted(statuses.items()))
+    print(f"\nprobe: {len(report.results) - len(failed)}/{len(report.results)} checks passed; {total} requests, "
+          f"{len(five)} 5xx, {len(panics)} panics; statuses {statuses}; "
+          f"header-read close {getattr(probe, 'header_read', None)} s; {time.time() - started:.0f} s; logs in {run_dir}")
+    return 1 if failed else 0
+
+
+def main():
+    args = parse_args()
     report = Report()
     servers = []
     clients = []
@@ -1143,10 +1267,9 @@ def main():
     logs = []
     started = time.time()
     probe = None
+    env = {}
     try:
         if args.url:
-            if not (args.admin_key and args.reader_key):
-                ap.error("--url needs --admin-key and --reader-key")
             u = urllib.parse.urlsplit(args.url)
             host, port, admin, reader = u.hostname, u.port or 80, args.admin_key, args.reader_key
             if args.server_log:
@@ -1168,38 +1291,8 @@ def main():
             host, port = "127.0.0.1", main_srv.port
         h = Http(host, port)
         clients.append(h)
-        p = probe = Probe(h, admin, reader, report, args)
-        p.doc = h.req("GET", "/api/v1/openapi.json").json
-        ops = list(operations(p.doc))
-        report.check("0 the OpenAPI document is served at /api/v1/openapi.json", len(ops) > 40, f"{len(ops)} operations")
-        conn_results = {}
-        threads = p.connection_limits(conn_results)
-        p.numbers()
-        p.names_api()
-        p.agent_flow()
-        p.retired_agent()
-        p.role_matrix()
-        p.long_values()
-        p.hostile()
-        p.revocation_and_crl(p.cert_with_version)
-        leaf = p.acme()
-        p.acme_crl(leaf)
-        p.huge_window_ari()
-        p.auth_failures()
-        if not args.url:
-            env2 = dict(env, CERTCTL_KEYGEN_MODE="server")
-            kg = DevServer(args.bin, os.path.join(run_dir, "server-keygen.log"), env2)
-            servers.append(kg)
-            logs.append(kg.log_path)
-            h2 = Http("127.0.0.1", kg.port)
-            clients.append(h2)
-            p.server_keygen(h2)
-            kg.stop()
-        for t in threads:
-            t.join(150)
-        p.report_connections(conn_results, args.header_read_timeout, args.idle_timeout)
-        after = h.req("GET", "/ready")
-        report.check("+ the server is still ready after the probe", after.status == 200, repr(after))
+        probe = Probe(h, admin, reader, report, args)
+        run_all(probe, args, env, run_dir, servers, logs, clients)
     except Exception as e:  # noqa: BLE001 - the probe reports what stopped it
         import traceback
         traceback.print_exc()
@@ -1207,25 +1300,7 @@ def main():
     finally:
         for s in servers:
             s.stop()
-    total = sum(c.sent for c in clients)
-    five = [x for c in clients for x in c.five_xx]
-    report.check("no 5xx answer to any tracked request", not five, sample(five, 6) or f"0 of {total}")
-    panics = []
-    for path in logs:
-        with open(path, "rb") as f:
-            panics += [ln.decode("utf-8", "replace").strip()[:200] for ln in f if b"panicked" in ln]
-    if logs:
-        report.check("no panic in the server log", not panics, sample(panics) or f"searched {', '.join(logs)}")
-    failed = report.failed()
-    statuses = {}
-    for c in clients:
-        for k, v in c.statuses.items():
-            statuses[k] = statuses.get(k, 0) + v
-    statuses = dict(sorted(statuses.items()))
-    print(f"\nprobe: {len(report.results) - len(failed)}/{len(report.results)} checks passed; {total} requests, "
-          f"{len(five)} 5xx, {len(panics)} panics; statuses {statuses}; "
-          f"header-read close {getattr(probe, 'header_read', None)} s; {time.time() - started:.0f} s; logs in {run_dir}")
-    return 1 if failed else 0
+    return summarize(report, clients, logs, probe, run_dir, started)
 
 
 if __name__ == "__main__":
