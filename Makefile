@@ -6,6 +6,8 @@ export CARGO_TERM_COLOR ?= never
 
 .PHONY: run test lint fmt deps build clean acme-e2e bench-hotpath bench-generator loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent loadtest-ceiling loadtest-faults
 .PHONY: run test lint fmt deps build clean acme-e2e schemathesis loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent
+.PHONY: run test lint fmt deps build clean acme-e2e bench-hotpath bench-generator loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent loadtest-ceiling
+.PHONY: run test lint fmt deps build clean acme-e2e schemathesis probe loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent
 
 ## Install PostgreSQL's server binaries when none are on the machine (Debian/Ubuntu, needs root),
 ## the workflow linter, and the pinned Python test tools (scripts/py-tools.txt, a virtualenv).
@@ -49,6 +51,15 @@ bench-hotpath: deps
 schemathesis: deps
 	$(CARGO) build --workspace --all-targets --locked
 	bash scripts/schemathesis.sh
+
+## Black-box security probe (issue 14's repeat, ~40 s): release build, then scripts/probe.py starts
+## certctl-dev itself and probes it over real HTTP (docs/operator/probe.md). Exit 0 when every
+## check holds. Options: make probe PROBE_ARGS="--out /tmp/probe"
+PROBE_ARGS ?=
+probe:
+	@bash scripts/ensure-postgres.sh
+	$(CARGO) build --release -p certctl-server --bins --locked
+	python3 scripts/probe.py --bin $(TARGET_DIR)/release/certctl-dev $(PROBE_ARGS)
 
 ## fmt + clippy, as CI runs them.
 lint:
