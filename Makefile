@@ -58,6 +58,7 @@ schemathesis: deps
 PROBE_ARGS ?=
 probe:
 	@bash scripts/ensure-postgres.sh
+	@python3 -c 'import cryptography' 2>/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-cryptography >/dev/null; } || { echo "make probe needs python3-cryptography (apt-get install python3-cryptography)" >&2; exit 1; }
 	$(CARGO) build --release -p certctl-server --bins --locked
 	python3 scripts/probe.py --bin $(TARGET_DIR)/release/certctl-dev $(PROBE_ARGS)
 

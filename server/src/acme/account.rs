@@ -1,7 +1,7 @@
 //! Accounts (RFC 8555 §7.3): creation and lookup by key, contact update, deactivation,
 //! key rollover and the orders list.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use super::jws::{self, Jwk};
-use super::problem::{Problem, ProblemKind};
+use super::problem::{AcmePath, Problem, ProblemKind};
 use super::request::Signed;
 use super::{Ctx, check_limit, new_id};
 use crate::AppState;
@@ -176,7 +176,7 @@ fn own_account<'a>(signed: &'a Signed, path_id: &str) -> Result<&'a Account, Pro
 /// `{"status":"deactivated"}` deactivates (§7.3.6).
 pub async fn update_account(
     State(state): State<AppState>,
-    Path(params): Path<std::collections::HashMap<String, String>>,
+    AcmePath(params): AcmePath,
     signed: Signed,
 ) -> Result<Response, Problem> {
     let path_id = params.get("id").map(String::as_str).unwrap_or("");
@@ -219,7 +219,7 @@ pub async fn update_account(
 /// POST-as-GET `account/{id}/orders` (RFC 8555 §7.1.2.1): the account's unexpired orders.
 pub async fn list_orders(
     State(state): State<AppState>,
-    Path(params): Path<std::collections::HashMap<String, String>>,
+    AcmePath(params): AcmePath,
     signed: Signed,
 ) -> Result<Response, Problem> {
     let acct = own_account(&signed, params.get("id").map(String::as_str).unwrap_or(""))?;

@@ -5,7 +5,7 @@
 //! the CA whose key identifier is the AKI. The suggested window comes from the certificate's
 //! renewal policy: it starts `renewal_window_days` before `notAfter` (RFC 9773 §4.2).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Duration, Utc};
@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::jws::b64d;
 use super::order::serial_candidates;
-use super::problem::Problem;
+use super::problem::{AcmePath, Problem};
 use super::{Ctx, ts};
 use crate::AppState;
 
@@ -154,7 +154,7 @@ type AriRow = (DateTime<Utc>, DateTime<Utc>, String, Option<i32>, String);
 /// GET `renewal-info/{certID}`.
 pub async fn renewal_info(
     State(state): State<AppState>,
-    Path(params): Path<std::collections::HashMap<String, String>>,
+    AcmePath(params): AcmePath,
     _ctx: Ctx,
 ) -> Result<Response, Problem> {
     let raw = params.get("cert_id").map(String::as_str).unwrap_or("");

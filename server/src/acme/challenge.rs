@@ -7,10 +7,9 @@
 //! authorization `token.thumbprint` (§8.1). `dns-01` (§8.4) asks `CERTCTL_ACME_DNS_RESOLVER`
 //! (or the system's resolver) for the TXT records of `_acme-challenge.{name}` ([`super::dns`]).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -19,7 +18,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use super::jws::b64e;
-use super::problem::{Problem, ProblemKind};
+use super::problem::{AcmePath, Problem, ProblemKind};
 use super::request::Signed;
 use super::{Ctx, check_limit, ts};
 use crate::AppState;
@@ -87,7 +86,7 @@ pub fn to_json(ctx: &Ctx, c: &Challenge) -> Value {
 /// (RFC 8555 §7.5.1). The response links the authorization with `rel="up"`.
 pub async fn respond(
     State(state): State<AppState>,
-    Path(params): Path<HashMap<String, String>>,
+    AcmePath(params): AcmePath,
     signed: Signed,
 ) -> Result<Response, Problem> {
     let acct = signed.account()?.clone();

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Duration, Utc};
@@ -18,7 +18,7 @@ use x509_parser::prelude::*;
 
 use super::account::Account;
 use super::jws::{Jwk, b64d};
-use super::problem::{Problem, ProblemKind};
+use super::problem::{AcmePath, Problem, ProblemKind};
 use super::request::Signed;
 use super::{Ctx, ORDER_LIFETIME_DAYS, Profile, check_limit, new_id, ts};
 use crate::AppState;
@@ -336,7 +336,7 @@ fn path_id(params: &HashMap<String, String>) -> &str {
 /// POST-as-GET `order/{id}` (RFC 8555 §7.4).
 pub async fn get_order(
     State(state): State<AppState>,
-    Path(params): Path<HashMap<String, String>>,
+    AcmePath(params): AcmePath,
     signed: Signed,
 ) -> Result<Response, Problem> {
     let acct = signed.account()?;
@@ -379,7 +379,7 @@ pub async fn authz_json(pool: &PgPool, ctx: &Ctx, a: &AuthzRow) -> Result<Value,
 /// POST `authz/{id}`: POST-as-GET, or `{"status":"deactivated"}` (RFC 8555 §7.5.2).
 pub async fn authz(
     State(state): State<AppState>,
-    Path(params): Path<HashMap<String, String>>,
+    AcmePath(params): AcmePath,
     signed: Signed,
 ) -> Result<Response, Problem> {
     let acct = signed.account()?;
@@ -501,7 +501,7 @@ fn order_names(o: &Order) -> BTreeSet<String> {
 /// and makes the order `valid`.
 pub async fn finalize(
     State(state): State<AppState>,
-    Path(params): Path<HashMap<String, String>>,
+    AcmePath(params): AcmePath,
     signed: Signed,
 ) -> Result<Response, Problem> {
     let acct = signed.account()?.clone();
@@ -667,7 +667,7 @@ async fn issue(
 /// POST-as-GET `cert/{id}` (RFC 8555 §7.4.2): the PEM chain, leaf first.
 pub async fn certificate(
     State(state): State<AppState>,
-    Path(params): Path<HashMap<String, String>>,
+    AcmePath(params): AcmePath,
     signed: Signed,
 ) -> Result<Response, Problem> {
     let acct = signed.account()?;

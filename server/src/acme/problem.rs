@@ -206,6 +206,23 @@ impl IntoResponse for Problem {
     }
 }
 
+/// The path parameters of an ACME route. A parameter axum cannot decode (not UTF-8, say) is a
+/// 400 `malformed` problem document, like every other ACME error, not axum's plain-text
+/// rejection.
+#[derive(Debug)]
+pub struct AcmePath(pub std::collections::HashMap<String, String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for AcmePath {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map(|p| AcmePath(p.0))
+            .map_err(|e| Problem::malformed(format!("invalid path: {}", e.body_text())))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -192,6 +192,32 @@ async fn unknown_acme_paths_answer_a_problem_document_with_a_fresh_nonce() {
     assert_eq!(r.status(), 400);
     assert!(r.headers().contains_key("replay-nonce"));
     assert_eq!(r.headers()["cache-control"], "no-store");
+    // A path parameter that is not UTF-8 is a malformed problem too, GET or POST, on every
+    // parameterized ACME route (the probe's finding: axum's plain-text rejection leaked).
+    for (method, path) in [
+        (Method::GET, "/acme/renewal-info/%ff"),
+        (Method::POST, "/acme/order/%ff"),
+        (Method::POST, "/acme/order/%ff/finalize"),
+        (Method::POST, "/acme/account/%fe%ff"),
+        (Method::POST, "/acme/account/%ff/orders"),
+        (Method::POST, "/acme/authz/%ff"),
+        (Method::POST, "/acme/challenge/%ff"),
+        (Method::POST, "/acme/cert/%ff"),
+        (Method::POST, "/acme/profile/prof-test/order/%ff"),
+    ] {
+        let r = app
+            .client
+            .request(method.clone(), app.url(path))
+            .header("content-type", "application/jose+json")
+            .body("{}")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 400, "{method} {path}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json", "{method} {path}");
+        let v: Value = r.json().await.expect("problem");
+        assert_eq!(v["type"], "urn:ietf:params:acme:error:malformed", "{method} {path}: {v}");
+    }
     // A successful GET stays cacheable and nonce-free.
     let r = app.client.get(app.url("/acme/directory")).send().await.expect("directory");
     assert_eq!(r.status(), 200);
