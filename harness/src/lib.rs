@@ -19,12 +19,16 @@
 //!    `summary.json` and the `.hlog`s, then renders `report.md`, `junit.xml` and the charts from
 //!    those files alone.
 //!
+//! `ceiling` ([`ceiling`]) and `ab` ([`ab`]) are composed of the same [`trial`]s: a search of
+//! rising rates, and paired rounds of two server builds compared round by round.
+//!
 //! `merge` ([`merge`]) adds the histograms of several generators' run directories (`run --shard
 //! I/N`) and writes one run directory through the same [`report`] code.
 //!
 //! [`run`] maps every outcome to an exit code: 0 all seed thresholds held, 1 a threshold or the
 //! regression gate failed, 2 the run could not be carried out.
 
+pub mod ab;
 pub mod ceiling;
 pub mod cli;
 pub mod embedded;
@@ -119,6 +123,10 @@ pub async fn run(cli: cli::Cli) -> Outcome {
         },
         Command::Ceiling(args) => match ceiling::CeilingPlan::from_args(&args) {
             Ok(plan) => ceiling::run(plan).await,
+            Err(e) => Outcome::failed(e),
+        },
+        Command::Ab(args) => match ab::AbPlan::from_args(&args) {
+            Ok(plan) => ab::run(plan).await,
             Err(e) => Outcome::failed(e),
         },
         Command::Seed(args) => runner::seed_only(&args).await.unwrap_or_else(Outcome::failed),

@@ -45,6 +45,7 @@ pub(crate) fn target_spec(plan: &RunPlan) -> TargetSpec {
         api_key: plan.api_key.clone(),
         ready_timeout: plan.ready_timeout,
         replicas: plan.replicas,
+        extra_env: Vec::new(),
     }
 }
 

@@ -33,6 +33,8 @@ pub struct TargetSpec {
     pub ready_timeout: Duration,
     /// Servers to start (embedded).
     pub replicas: usize,
+    /// Settings given to the servers on top of the defaults (embedded).
+    pub extra_env: Vec<(String, String)>,
 }
 
 /// The environment being driven.
@@ -94,6 +96,27 @@ impl Target {
     }
 }
 
+impl Target {
+    /// [`Target::reset`] onto another server binary and settings (embedded mode); returns the
+    /// fingerprint of the restored database taken before the servers started.
+    pub async fn reset_as(
+        &mut self,
+        server_bin: &std::path::Path,
+        extra_env: &[(String, String)],
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<Option<String>, HarnessError> {
+        match self.embedded.as_mut() {
+            Some(e) => {
+                let fp = e.restore_as(server_bin, extra_env, || cancel.load(Ordering::Relaxed)).await;
+                let fp = fp.map_err(embedded_error)?;
+                self.base_urls = e.base_urls.clone();
+                Ok(Some(fp))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
 fn embedded_error(e: EmbeddedError) -> HarnessError {
     match e {
         EmbeddedError::Interrupted => HarnessError::Interrupted,
@@ -113,6 +136,7 @@ pub async fn start(spec: &TargetSpec, cancel: &Arc<AtomicBool>) -> Result<Target
                 api_key: spec.api_key.clone().unwrap_or_default(),
                 ready_timeout: spec.ready_timeout,
                 replicas: spec.replicas,
+                extra_env: spec.extra_env.clone(),
             };
             let c = cancel.clone();
             let env = Embedded::start(&opts, move || c.load(Ordering::Relaxed)).await.map_err(embedded_error)?;
