@@ -386,7 +386,8 @@ impl Embedded {
             let d: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut conn).await.map_err(pg)?;
             parts.push(format!("{t}:{d}"));
         }
-        let all: String = sqlx::query_scalar("SELECT md5($1)").bind(parts.join(",")).fetch_one(&mut conn).await.map_err(pg)?;
+        let all: String =
+            sqlx::query_scalar("SELECT md5($1)").bind(parts.join(",")).fetch_one(&mut conn).await.map_err(pg)?;
         let _ = conn.close().await;
         Ok(format!("{}:{all}", tables.len()))
     }

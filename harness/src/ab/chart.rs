@@ -87,7 +87,9 @@ fn panel(area: &DrawingArea<DynBackend<'_>, Shift>, c: &Comparison) -> Res {
         chart.draw_series(LineSeries::new(vec![(0.5, m), (xmax, m)], colour.stroke_width(2))).map_err(e)?;
     }
     for y in [hi_effect, 1.0 / hi_effect] {
-        chart.draw_series(DashedLineSeries::new(vec![(0.5, y), (xmax, y)], 6, 4, BLACK.mix(0.5).stroke_width(1))).map_err(e)?;
+        chart
+            .draw_series(DashedLineSeries::new(vec![(0.5, y), (xmax, y)], 6, 4, BLACK.mix(0.5).stroke_width(1)))
+            .map_err(e)?;
     }
     chart.draw_series(LineSeries::new(vec![(0.5, 1.0), (xmax, 1.0)], BLACK.mix(0.3))).map_err(e)?;
     chart.draw_series(pts.iter().map(|p| Circle::new(*p, 4, BLACK.filled()))).map_err(e)?;

@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use sqlx::PgPool;
 
 use crate::ceiling::{self, CeilingPlan};
@@ -285,7 +285,12 @@ impl Rig {
     }
 
     /// Puts the state back for `side`'s next trial; the database's fingerprint (embedded).
-    async fn prepare(&mut self, plan: &AbPlan, side: usize, cancel: &Arc<AtomicBool>) -> Result<Option<String>, HarnessError> {
+    async fn prepare(
+        &mut self,
+        plan: &AbPlan,
+        side: usize,
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<Option<String>, HarnessError> {
         match self {
             Rig::Shared(t) => {
                 let s = &plan.sides[side];
@@ -397,7 +402,8 @@ async fn drive(
         plan.rounds,
         plan.max_rounds,
         match rate.offered_rate {
-            Some(r) => format!("{r:.1}/s offered, {} s + {} s warm-up per trial", plan.trial.as_secs(), plan.warmup.as_secs()),
+            Some(r) =>
+                format!("{r:.1}/s offered, {} s + {} s warm-up per trial", plan.trial.as_secs(), plan.warmup.as_secs()),
             None => "one drain per trial".into(),
         },
         side_name(&plan.sides[0]),
@@ -513,13 +519,18 @@ fn assemble(
     wall: Duration,
 ) -> Ab {
     let ts = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let fps: Vec<&String> = rounds.iter().flat_map(|r| [&r.a, &r.b]).filter_map(|t| t.db_fingerprint.as_ref()).collect();
+    let fps: Vec<&String> =
+        rounds.iter().flat_map(|r| [&r.a, &r.b]).filter_map(|t| t.db_fingerprint.as_ref()).collect();
     let databases_equal = (!fps.is_empty()).then(|| fps.windows(2).all(|w| w[0] == w[1]));
     let state_reset = match rig {
-        Rig::Shared(_) => "one PostgreSQL, seeded once; every trial on a fresh clone of the seeded template, with that \
-                           side's server started on it",
-        Rig::Pair(_) => "external servers: the harness cannot put their state back; trials start from what earlier \
-                         ones left",
+        Rig::Shared(_) => {
+            "one PostgreSQL, seeded once; every trial on a fresh clone of the seeded template, with that \
+                           side's server started on it"
+        }
+        Rig::Pair(_) => {
+            "external servers: the harness cannot put their state back; trials start from what earlier \
+                         ones left"
+        }
     };
     let sides = (0..2)
         .map(|i| {

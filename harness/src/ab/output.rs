@@ -176,8 +176,7 @@ pub fn outcome(scenario: &str, comparisons: &[Comparison], strict: bool) -> Outc
         format!("{} ×{:.3}{i}", key(c), c.median_ratio.unwrap_or(f64::NAN))
     };
     let text = if !regressed.is_empty() {
-        let list: Vec<String> =
-            comparisons.iter().filter(|c| c.verdict == Verdict::Regressed).map(ratio).collect();
+        let list: Vec<String> = comparisons.iter().filter(|c| c.verdict == Verdict::Regressed).map(ratio).collect();
         format!("ab {scenario}: B REGRESSED: {}", list.join("; "))
     } else if !inconclusive.is_empty() {
         format!(
@@ -309,7 +308,11 @@ pub fn table(ab: &Ab) -> String {
             c.p_value,
             c.min_effect * 100.0,
             c.n,
-            if c.verdict == Verdict::Regressed { format!("**{}**", c.verdict.as_str()) } else { c.verdict.as_str().into() }
+            if c.verdict == Verdict::Regressed {
+                format!("**{}**", c.verdict.as_str())
+            } else {
+                c.verdict.as_str().into()
+            }
         );
     }
     s
