@@ -258,8 +258,9 @@ pub struct AbArgs {
     /// Total offered rate of each trial, per second (default: the profile's rates).
     #[arg(long, value_name = "PER_S", conflicts_with = "rate_fraction")]
     pub rate: Option<f64>,
-    /// Offer this fraction of A's ceiling, measured first by the `ceiling` search on A
-    /// (its directory: ceiling/ in the output).
+    /// Offer this fraction of A's ceiling, measured first by the `ceiling` search on A with
+    /// these --warmup-s and --trial-s (confirmations twice as long); its directory: ceiling/ in
+    /// the output.
     #[arg(long, value_name = "F")]
     pub rate_fraction: Option<f64>,
     /// Minimum effect for p50, relative (0.10: B/A beyond ×1.10 regresses, within ×1/1.10…×1.10

@@ -218,13 +218,24 @@ impl AbPlan {
     }
 }
 
-/// The `ceiling` search `--rate-fraction` runs on A first: the ceiling's defaults, written to
-/// `<out>/ceiling`, against the rig `run` starts (same key; the fixtures are already applied).
+/// The `ceiling` search `--rate-fraction` runs on A first: ab's warm-up and trial length (twice
+/// that for the confirmations), the ceiling's other defaults, written to `<out>/ceiling`,
+/// against the rig `run` starts (same key; the fixtures are already applied).
 fn ceiling_plan(args: &AbArgs, common: &CommonArgs, run: &RunPlan, out: PathBuf) -> Result<CeilingPlan, HarnessError> {
     use clap::{Args as _, FromArgMatches as _};
     let cmd = CeilingArgs::augment_args(clap::Command::new("ceiling"));
     let m = cmd
-        .try_get_matches_from(["ceiling", "--scenario", args.scenario.as_str()])
+        .try_get_matches_from([
+            "ceiling".to_string(),
+            "--scenario".into(),
+            args.scenario.clone(),
+            "--warmup-s".into(),
+            args.warmup_s.max(1).to_string(),
+            "--trial-s".into(),
+            args.trial_s.to_string(),
+            "--confirm-s".into(),
+            (2 * args.trial_s).to_string(),
+        ])
         .map_err(|e| HarnessError::Config(e.to_string()))?;
     let mut c = CeilingArgs::from_arg_matches(&m).map_err(|e| HarnessError::Config(e.to_string()))?;
     c.common = common.clone();

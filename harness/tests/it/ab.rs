@@ -166,3 +166,56 @@ async fn embedded_both_sides_start_every_trial_from_the_same_database() {
     assert_eq!(j["databases_equal"], true);
     assert!(j["rounds"][0]["a"]["requests"].as_u64().unwrap() > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_fraction_is_taken_of_the_ceiling_measured_on_a_first() {
+    let root = tempfile::tempdir().unwrap();
+    // 20 workers × 50 ms: exactly 400 requests/s on both sides.
+    let a = crate::ceiling::fixed_capacity(20, Duration::from_millis(50)).await;
+    let b = crate::ceiling::fixed_capacity(20, Duration::from_millis(50)).await;
+    let sdir = root.path().join("scenarios");
+    let p99 = "[[thresholds]]\nset = \"target\"\nlabel = \"get\"\nmetric = \"p99\"\nmax = 150\n";
+    support::scenario(&sdir, "cap", "/ok", 50.0, 5.0, None, p99);
+    let out = root.path().join("ab");
+    let args = [
+        "certctl-loadtest",
+        "ab",
+        "--a-url",
+        &a,
+        "--b-url",
+        &b,
+        "--scenario",
+        "cap",
+        "--rate-fraction",
+        "0.5",
+        "--rounds",
+        "6",
+        "--trial-s",
+        "2",
+        "--warmup-s",
+        "1",
+        "--quiet",
+        "--scenarios-dir",
+        sdir.to_str().unwrap(),
+        "--seeds-dir",
+        sdir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = {
+        let _g = support::lock().await;
+        certctl_loadtest::run_args(args).await
+    };
+    assert!(o.code == 0 || o.code == 1, "{}", o.message);
+    let j = support::read_json(&out.join("ab.json"));
+    support::validate_schema("ab.schema.json", &j);
+    let r = &j["rate"];
+    assert_eq!(r["source"], "ceiling_fraction");
+    let ceiling = r["ceiling_rate"].as_f64().unwrap();
+    assert!((360.0..=440.0).contains(&ceiling), "ceiling {ceiling}/s of a 400/s server");
+    assert!((r["offered_rate"].as_f64().unwrap() - 0.5 * ceiling).abs() < 1e-6, "{r}");
+    assert!(out.join("ceiling/ceiling.json").is_file());
+    // Every trial ran at that rate: about 2 s × ceiling/2 requests measured.
+    let n = j["rounds"][0]["a"]["requests"].as_f64().unwrap();
+    assert!((n - ceiling).abs() < 0.1 * ceiling, "{n} requests");
+}

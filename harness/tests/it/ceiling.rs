@@ -15,7 +15,7 @@ use crate::support;
 /// A server of exactly `workers / service` requests per second: each request takes the worker
 /// that frees up first and completes `service` after the later of its arrival and that
 /// worker's previous completion (deadlines are absolute, so timer slack never accumulates).
-async fn fixed_capacity(workers: usize, service: Duration) -> String {
+pub async fn fixed_capacity(workers: usize, service: Duration) -> String {
     let free = Arc::new(Mutex::new(vec![Instant::now(); workers]));
     async fn serve(State(free): State<Arc<Mutex<Vec<Instant>>>>, service: Duration) -> &'static str {
         let done = {
