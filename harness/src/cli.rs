@@ -38,7 +38,8 @@ pub enum Command {
     Ab(Box<AbArgs>),
     /// Apply the fixtures (seeds/*.sql) to a database.
     Seed(SeedArgs),
-    /// Regression gate: compare a run with a baseline; exit 1 on a regression.
+    /// Trend record: compare a run with a baseline recorded earlier (the gate is `ab`); exit 1
+    /// on a change beyond the noise floors.
     Compare(CompareArgs),
     /// Merge shard runs (--shard I/N) from several generators into one run directory.
     Merge(MergeArgs),

@@ -261,8 +261,8 @@ pub fn round_orders(seed: u64, n: usize) -> Vec<[usize; 2]> {
 /// What the comparison drives: one embedded environment whose server is swapped between
 /// trials, or two external servers.
 enum Rig {
-    Shared(Target),
-    Pair([Target; 2]),
+    Shared(Box<Target>),
+    Pair(Box<[Target; 2]>),
 }
 
 impl Rig {
@@ -270,7 +270,7 @@ impl Rig {
         let mut spec = runner::target_spec(&plan.run);
         if matches!(plan.run.mode, Mode::Embedded { .. }) {
             spec.extra_env = plan.sides[0].env.clone();
-            return Ok(Rig::Shared(target::start(&spec, cancel).await?));
+            return Ok(Rig::Shared(Box::new(target::start(&spec, cancel).await?)));
         }
         let ext = |url: &Option<String>| TargetSpec {
             mode: Mode::External { target: url.clone().unwrap_or_default(), database_url: None },
@@ -278,7 +278,7 @@ impl Rig {
         };
         let a = target::start(&ext(&plan.sides[0].url), cancel).await?;
         let b = target::start(&ext(&plan.sides[1].url), cancel).await?;
-        Ok(Rig::Pair([a, b]))
+        Ok(Rig::Pair(Box::new([a, b])))
     }
 
     fn target(&self, side: usize) -> &Target {
@@ -357,7 +357,10 @@ async fn prepare(plan: &AbPlan, rig: &mut Rig, cancel: &Arc<AtomicBool>) -> Resu
             t.snapshot(cancel).await?;
             [pool.clone(), pool]
         }
-        Rig::Pair([a, b]) => [target::open_database(a).await?, target::open_database(b).await?],
+        Rig::Pair(p) => {
+            let [a, b] = &mut **p;
+            [target::open_database(a).await?, target::open_database(b).await?]
+        }
     };
     let pss = [trial::prepare_pss(pools[0].as_ref()).await, trial::prepare_pss(pools[1].as_ref()).await];
     Ok(Databases { pools, pss, seeding })
@@ -424,6 +427,7 @@ async fn drive(
     let mut rounds: Vec<Round> = Vec::new();
     let mut comparisons = Vec::new();
     while rounds.len() < plan.rounds || compare::wants_more(&comparisons, rounds.len(), plan.max_rounds) {
+        // (Comparisons of fewer than --rounds rounds are only the partial files' content.)
         let n = rounds.len() + 1;
         let order = next_order(&mut rng);
         let mut trials: [Option<TrialRecord>; 2] = [None, None];
@@ -437,9 +441,19 @@ async fn drive(
         }
         let [Some(a), Some(b)] = trials else { unreachable!("both sides ran") };
         rounds.push(Round { n, order: order.map(|i| SIDES[i].to_string()), a, b });
-        if rounds.len() >= plan.rounds {
-            comparisons = compare::compare_all(&rounds, &plan.judging);
-        }
+        comparisons = compare::compare_all(&rounds, &plan.judging);
+        // After every round: an interrupted or timed-out comparison leaves what it measured.
+        let partial = assemble(
+            plan,
+            rig,
+            dbs.seeding.clone(),
+            rate.clone(),
+            rounds.clone(),
+            comparisons.clone(),
+            started_at,
+            wall.elapsed(),
+        );
+        output::write(&plan.run.out_dir, &partial)?;
     }
     let ab = assemble(plan, rig, dbs.seeding, rate, rounds, comparisons, started_at, wall.elapsed());
     output::write(&plan.run.out_dir, &ab)?;
