@@ -5,6 +5,7 @@ CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
 .PHONY: run test lint fmt deps build clean acme-e2e bench-hotpath bench-generator loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent loadtest-ceiling loadtest-faults
+.PHONY: run test lint fmt deps build clean acme-e2e bench-hotpath bench-generator loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent loadtest-ceiling loadtest-ab
 .PHONY: run test lint fmt deps build clean acme-e2e schemathesis loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent
 .PHONY: run test lint fmt deps build clean acme-e2e bench-hotpath bench-generator loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent loadtest-ceiling
 .PHONY: run test lint fmt deps build clean acme-e2e schemathesis probe loadtest loadtest-release loadtest-scale loadtest-scale-bulk loadtest-scale-acme loadtest-scale-agent
@@ -117,6 +118,13 @@ loadtest-faults: loadtest-release
 	$(LOADTEST) run --profile smoke --replicas 3 --scenario faults_replica_kill \
 	    --out $(FAULTS_RUN)-faults-replica $(LOADTEST_ARGS); b=$$?; \
 	exit $$(( a > b ? a : b ))
+## A/B regression gate: two server builds in one job, paired rounds in random order. By default
+## both sides are this tree's release server (an A/A check of the machine); compare an older
+## build with make loadtest-ab A_BIN=/path/to/old/certctl-server SCENARIO=fleet_renewal
+A_BIN ?= $(TARGET_DIR)/release/certctl-server
+B_BIN ?= $(TARGET_DIR)/release/certctl-server
+loadtest-ab: loadtest-release
+	$(LOADTEST) ab --scenario $(SCENARIO) --a-bin $(A_BIN) --b-bin $(B_BIN) $(LOADTEST_ARGS)
 
 ## The generator's own ceiling: certctl-loadtest's closed-loop maximum on GET /health next to
 ## wrk -t2 -c64 in one run (BEFORE_LOADTEST=PATH adds an older harness binary to the run).

@@ -32,13 +32,18 @@ pub enum Command {
     /// Find a scenario's capacity: the highest open-model rate at which a steady trial meets
     /// every criterion (exit 0 found, 1 the seed rate already fails, 2 could not run).
     Ceiling(Box<CeilingArgs>),
+    /// Regression gate of two builds in one job: paired rounds of one A and one B trial in
+    /// random order, compared round by round (exit 0 nothing regressed, 1 a regression, 2
+    /// could not run).
+    Ab(Box<AbArgs>),
     /// Apply the fixtures (seeds/*.sql) to a database.
     Seed(SeedArgs),
-    /// Regression gate: compare a run with a baseline; exit 1 on a regression.
+    /// Trend record: compare a run with a baseline recorded earlier (the gate is `ab`); exit 1
+    /// on a change beyond the noise floors.
     Compare(CompareArgs),
     /// Merge shard runs (--shard I/N) from several generators into one run directory.
     Merge(MergeArgs),
-    /// Re-render report.md, report.html, junit.xml and charts of a run (or a ceiling run) directory.
+    /// Re-render report.md, report.html, junit.xml and charts of a run (or a ceiling or ab) directory.
     Report(ReportArgs),
     /// Trends across run directories: p50/p99 and throughput by commit, with change points.
     Trend(TrendArgs),
@@ -243,6 +248,117 @@ pub struct CeilingArgs {
     /// Target, fleet and schedule options (as for `run`).
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// `ab` options.
+#[derive(Debug, Clone, Args)]
+pub struct AbArgs {
+    /// Server binary of side A (the reference build). Embedded mode: one throw-away PostgreSQL,
+    /// seeded once; every trial runs on a fresh clone of the seeded template.
+    #[arg(long, value_name = "PATH", required_unless_present = "a_url", conflicts_with = "a_url")]
+    pub a_bin: Option<PathBuf>,
+    /// Server binary of side B (the candidate).
+    #[arg(long, value_name = "PATH", required_unless_present = "b_url", conflicts_with = "b_url")]
+    pub b_bin: Option<PathBuf>,
+    /// External mode: base URL of an already-running side A (no seeding, no state reset).
+    #[arg(long, value_name = "URL", requires = "b_url")]
+    pub a_url: Option<String>,
+    /// External mode: base URL of side B.
+    #[arg(long, value_name = "URL", requires = "a_url")]
+    pub b_url: Option<String>,
+    /// A setting for side A's server, KEY=VALUE (repeatable; wins over the defaults).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub a_env: Vec<String>,
+    /// A setting for side B's server, KEY=VALUE (repeatable), e.g.
+    /// CERTCTL_RENEWAL_CONCURRENCY=1 to check that the gate sees a known regression.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub b_env: Vec<String>,
+    /// Scenario to compare on (open-model, a closed one run as open arrivals, or a drain).
+    #[arg(long, value_name = "NAME")]
+    pub scenario: String,
+    /// Profile whose rates (open model) or fleet size (drains) the trials use.
+    #[arg(long, value_enum, default_value_t = Profile::Scale)]
+    pub profile: Profile,
+    /// Rounds (one A and one B trial each, in random order). At least 6: fewer cannot give a
+    /// signed-rank p-value below 0.05.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(6..=200))]
+    pub rounds: u64,
+    /// Adaptive rounds: while any verdict is inconclusive, add rounds up to this many
+    /// (default: --rounds, no adaptive rounds).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(6..=200))]
+    pub max_rounds: Option<u64>,
+    /// Measured seconds of each trial (open model; a drain runs until the fleet is renewed).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub trial_s: u64,
+    /// Warm-up of each trial, seconds (sent, not measured).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub warmup_s: u64,
+    /// Total offered rate of each trial, per second (default: the profile's rates).
+    #[arg(long, value_name = "PER_S", conflicts_with = "rate_fraction")]
+    pub rate: Option<f64>,
+    /// Offer this fraction of A's ceiling, measured first by the `ceiling` search on A with
+    /// these --warmup-s and --trial-s (confirmations twice as long); its directory: ceiling/ in
+    /// the output.
+    #[arg(long, value_name = "F")]
+    pub rate_fraction: Option<f64>,
+    /// Minimum effect for p50, relative (0.10: B/A beyond ×1.10 regresses, within ×1/1.10…×1.10
+    /// is no change).
+    #[arg(long, default_value_t = MinEffects::default().p50)]
+    pub min_effect_p50: f64,
+    /// Minimum effect for p95, relative.
+    #[arg(long, default_value_t = MinEffects::default().p95)]
+    pub min_effect_p95: f64,
+    /// Minimum effect for p99, relative.
+    #[arg(long, default_value_t = MinEffects::default().p99)]
+    pub min_effect_p99: f64,
+    /// Minimum effect for the error rate, relative, on (rate + 0.1 %) so that zero errors on
+    /// both sides is a ratio of 1 (1.0: errors must at least double that).
+    #[arg(long, default_value_t = MinEffects::default().error_rate)]
+    pub min_effect_errors: f64,
+    /// Minimum effect for throughput (certificates/s of the fleet scenarios), relative; a drop
+    /// beyond it regresses.
+    #[arg(long, default_value_t = MinEffects::default().throughput)]
+    pub min_effect_throughput: f64,
+    /// Level of the bootstrap confidence interval of the median ratio.
+    #[arg(long, default_value_t = 0.95)]
+    pub confidence: f64,
+    /// Signed-rank p-value at or below which an interval beyond the minimum effect counts.
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+    /// Seed of the round order and the bootstrap (default: random; recorded in ab.json).
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Fail (exit 1) on an inconclusive verdict too.
+    #[arg(long)]
+    pub strict: bool,
+    /// Output directory (default: artifacts/runs/<UTC time>-<git sha>-ab-<scenario>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Fleet, schedule and file options (as for `run`; --target and --server-bin are
+    /// replaced by --a-url/--b-url and --a-bin/--b-bin).
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Minimum effects of `ab`, relative (the defaults; see docs/operator/scale.md).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MinEffects {
+    /// p50.
+    pub p50: f64,
+    /// p95.
+    pub p95: f64,
+    /// p99.
+    pub p99: f64,
+    /// Error rate (on rate + 0.1 %).
+    pub error_rate: f64,
+    /// Throughput.
+    pub throughput: f64,
+}
+
+impl Default for MinEffects {
+    fn default() -> Self {
+        MinEffects { p50: 0.10, p95: 0.15, p99: 0.30, error_rate: 1.0, throughput: 0.10 }
+    }
 }
 
 /// `merge` options.

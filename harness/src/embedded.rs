@@ -118,6 +118,9 @@ pub struct EmbeddedOptions {
     pub replicas: usize,
     /// Start the servers with [`FAULT_SETTINGS`] (a run with faults).
     pub fault_settings: bool,
+    /// Settings given to the servers on top of the defaults and the environment (`ab`'s
+    /// `--a-env`/`--b-env`); they win over both.
+    pub extra_env: Vec<(String, String)>,
 }
 
 /// A running cluster + server.
@@ -267,6 +270,9 @@ impl Embedded {
                     cmd.env(k, v);
                 }
             }
+        }
+        for (k, v) in &opts.extra_env {
+            cmd.env(k, v);
         }
         if replicas > 1 {
             // Not overridable: the multi-replica invariants are only meaningful with distinct
@@ -429,12 +435,61 @@ impl Embedded {
     /// the same rows, however many the previous one created.
     pub async fn restore(&mut self, cancelled: impl Fn() -> bool) -> Result<(), EmbeddedError> {
         self.stop_servers();
+        self.clone_template().await?;
+        self.start_servers(cancelled).await
+    }
+
+    /// [`Embedded::restore`] with another server binary and settings (they stay for later
+    /// restarts), returning the fingerprint of the cloned database taken before the servers
+    /// start ([`Embedded::fingerprint`]): `ab` runs both builds on one cluster, each trial on
+    /// a fresh clone of the one seeded template, and records that every clone starts equal.
+    pub async fn restore_as(
+        &mut self,
+        server_bin: &Path,
+        extra_env: &[(String, String)],
+        cancelled: impl Fn() -> bool,
+    ) -> Result<String, EmbeddedError> {
+        self.stop_servers();
+        self.opts.server_bin = server_bin.to_path_buf();
+        self.opts.extra_env = extra_env.to_vec();
+        self.clone_template().await?;
+        let fp = self.fingerprint().await?;
+        self.start_servers(cancelled).await?;
+        Ok(fp)
+    }
+
+    async fn clone_template(&self) -> Result<(), EmbeddedError> {
         self.admin(&[
             "DROP DATABASE IF EXISTS certctl WITH (FORCE)".to_string(),
             format!("CREATE DATABASE certctl TEMPLATE {TEMPLATE_DB}"),
         ])
-        .await?;
-        self.start_servers(cancelled).await
+        .await
+    }
+
+    /// A digest of the database's contents: md5 over every table of the `public` schema, each
+    /// table's rows as text in sorted order. Two databases with the same fingerprint hold the
+    /// same rows.
+    pub async fn fingerprint(&self) -> Result<String, EmbeddedError> {
+        use sqlx::Connection;
+        let pg = |e: sqlx::Error| EmbeddedError::Postgres(format!("fingerprint: {e}"));
+        let mut conn = sqlx::PgConnection::connect(&self.database_url).await.map_err(pg)?;
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .map_err(pg)?;
+        let mut parts = Vec::with_capacity(tables.len());
+        for t in &tables {
+            // Table names come from the catalogue, quoted by quote_ident.
+            let sql = format!("SELECT coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '') FROM {t} x");
+            let d: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut conn).await.map_err(pg)?;
+            parts.push(format!("{t}:{d}"));
+        }
+        let all: String =
+            sqlx::query_scalar("SELECT md5($1)").bind(parts.join(",")).fetch_one(&mut conn).await.map_err(pg)?;
+        let _ = conn.close().await;
+        Ok(format!("{}:{all}", tables.len()))
     }
 
     /// Runs statements on the cluster's `postgres` database, one connection, in order.

@@ -22,6 +22,8 @@
 //!
 //! `trend` ([`trend`]) reads many run directories and flags persistent shifts across commits;
 //! `run --metrics-listen ADDR` serves live Prometheus metrics ([`metrics::live`]).
+//! `ceiling` ([`ceiling`]) and `ab` ([`ab`]) are composed of the same [`trial`]s: a search of
+//! rising rates, and paired rounds of two server builds compared round by round.
 //!
 //! `merge` ([`merge`]) adds the histograms of several generators' run directories (`run --shard
 //! I/N`, synchronized by one `--start-at`) and writes one run directory through the same
@@ -32,6 +34,7 @@
 //! [`run`] maps every outcome to an exit code: 0 all seed thresholds held, 1 a threshold or the
 //! regression gate failed, 2 the run could not be carried out.
 
+pub mod ab;
 pub mod balancer;
 pub mod ceiling;
 pub mod cli;
@@ -130,6 +133,10 @@ pub async fn run(cli: cli::Cli) -> Outcome {
         },
         Command::Ceiling(args) => match ceiling::CeilingPlan::from_args(&args) {
             Ok(plan) => ceiling::run(plan).await,
+            Err(e) => Outcome::failed(e),
+        },
+        Command::Ab(args) => match ab::AbPlan::from_args(&args) {
+            Ok(plan) => ab::run(plan).await,
             Err(e) => Outcome::failed(e),
         },
         Command::Seed(args) => runner::seed_only(&args).await.unwrap_or_else(Outcome::failed),

@@ -51,6 +51,7 @@ pub(crate) fn target_spec(plan: &RunPlan) -> TargetSpec {
         replicas: plan.replicas,
         balancer: plan.balancer,
         faults: plan.scenarios.iter().any(|s| !s.def.faults.is_empty()),
+        extra_env: Vec::new(),
     }
 }
 

@@ -165,4 +165,15 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), Some(2.5));
         assert_eq!(bootstrap_median_ci(&[], 0.95, 10, 1), None);
     }
+
+    #[test]
+    fn the_bootstrap_interval_has_the_known_answers_of_tiny_samples() {
+        // Constant data: every resample's median is the constant.
+        assert_eq!(bootstrap_median_ci(&[0.3; 10], 0.95, 1000, 1), Some((0.3, 0.3)));
+        assert_eq!(bootstrap_median_ci(&[2.0], 0.95, 100, 1), Some((2.0, 2.0)));
+        // {0, 1}: resample medians are 0, ½, 1 with probabilities ¼, ½, ¼ — the 95 % interval is
+        // [0, 1], the central 40 % is [½, ½].
+        assert_eq!(bootstrap_median_ci(&[0.0, 1.0], 0.95, 20_000, 3), Some((0.0, 1.0)));
+        assert_eq!(bootstrap_median_ci(&[0.0, 1.0], 0.40, 20_000, 3), Some((0.5, 0.5)));
+    }
 }

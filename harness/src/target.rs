@@ -37,6 +37,8 @@ pub struct TargetSpec {
     pub balancer: crate::cli::BalancerArg,
     /// Some scenario has faults: start the servers with [`crate::embedded::FAULT_SETTINGS`].
     pub faults: bool,
+    /// Settings given to the servers on top of the defaults (embedded).
+    pub extra_env: Vec<(String, String)>,
 }
 
 /// The environment being driven.
@@ -109,6 +111,27 @@ impl Target {
     }
 }
 
+impl Target {
+    /// [`Target::reset`] onto another server binary and settings (embedded mode); returns the
+    /// fingerprint of the restored database taken before the servers started.
+    pub async fn reset_as(
+        &mut self,
+        server_bin: &std::path::Path,
+        extra_env: &[(String, String)],
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<Option<String>, HarnessError> {
+        match self.embedded.as_mut() {
+            Some(e) => {
+                let fp = e.restore_as(server_bin, extra_env, || cancel.load(Ordering::Relaxed)).await;
+                let fp = fp.map_err(embedded_error)?;
+                self.base_urls = e.base_urls.clone();
+                Ok(Some(fp))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
 fn embedded_error(e: EmbeddedError) -> HarnessError {
     match e {
         EmbeddedError::Interrupted => HarnessError::Interrupted,
@@ -129,6 +152,7 @@ pub async fn start(spec: &TargetSpec, cancel: &Arc<AtomicBool>) -> Result<Target
                 ready_timeout: spec.ready_timeout,
                 replicas: spec.replicas,
                 fault_settings: spec.faults,
+                extra_env: spec.extra_env.clone(),
             };
             let c = cancel.clone();
             let env = Embedded::start(&opts, move || c.load(Ordering::Relaxed)).await.map_err(embedded_error)?;

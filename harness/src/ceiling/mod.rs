@@ -190,7 +190,9 @@ pub async fn run(plan: CeilingPlan) -> Outcome {
     }
 }
 
-async fn search(
+/// The search on a started target (seeds what the plan's fixtures still need, saves the
+/// template, runs the trials, writes the output); `ab --rate-fraction` runs it on side A.
+pub(crate) async fn search(
     plan: &CeilingPlan,
     target: &mut Target,
     cancel: &Arc<AtomicBool>,

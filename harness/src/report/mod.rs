@@ -55,8 +55,12 @@ pub fn label_summary(s: &LabelStats, sched: ScheduleCounts, target_rate: Option<
 /// Histograms read back from a run's hlogs: (scenario, tag) → whole-run histogram.
 pub type Spectra = BTreeMap<(String, String), hdrhistogram::Histogram<u64>>;
 
-/// Re-renders a run directory: a `ceiling` directory (`ceiling.json`) or a run's.
+/// Re-renders a run directory: an `ab` directory (`ab.json`), a `ceiling` directory
+/// (`ceiling.json`) or a run's.
 pub fn render_any(dir: &Path) -> Result<(), HarnessError> {
+    if dir.join(crate::ab::output::FILE).is_file() {
+        return crate::ab::output::render(dir);
+    }
     if dir.join(crate::ceiling::output::FILE).is_file() && !dir.join(summary::FILE).is_file() {
         return crate::ceiling::output::render(dir);
     }

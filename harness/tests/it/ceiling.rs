@@ -15,7 +15,7 @@ use crate::support;
 /// A server of exactly `workers / service` requests per second: each request takes the worker
 /// that frees up first and completes `service` after the later of its arrival and that
 /// worker's previous completion (deadlines are absolute, so timer slack never accumulates).
-async fn fixed_capacity(workers: usize, service: Duration) -> String {
+pub async fn fixed_capacity(workers: usize, service: Duration) -> String {
     let free = Arc::new(Mutex::new(vec![Instant::now(); workers]));
     async fn serve(State(free): State<Arc<Mutex<Vec<Instant>>>>, service: Duration) -> &'static str {
         let done = {
@@ -46,18 +46,9 @@ async fn ceiling(url: &str, dir: &Path, name: &str, out: &Path, extra: &[&str]) 
     certctl_loadtest::run_args(args).await
 }
 
-fn read_json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
 /// Asserts that `instance` is valid against the committed ceiling schema.
 fn validate_ceiling(instance: &serde_json::Value) {
-    let schema_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/ceiling.schema.json");
-    let schema: serde_json::Value = read_json(&schema_path);
-    let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> =
-        validator.iter_errors(instance).map(|e| format!("{} at {}", e, e.instance_path())).collect();
-    assert!(errors.is_empty(), "{errors:#?}");
+    support::validate("ceiling.schema.json", instance);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,7 +96,7 @@ async fn ceiling_finds_a_known_capacity_within_10_percent_and_brackets_it() {
     let out = root.path().join("ceiling");
     let o = ceiling(&url, &sdir, "cap", &out, &["--warmup-s", "1", "--trial-s", "2", "--confirm-s", "3"]).await;
     assert_eq!(o.code, 0, "{}", o.message);
-    let c = read_json(&out.join("ceiling.json"));
+    let c = support::read_json(&out.join("ceiling.json"));
     validate_ceiling(&c);
     let a = &c["answer"];
     assert_eq!(a["end"], "found", "{a}");
@@ -173,7 +164,7 @@ fn a_starved_generator_is_reported_as_harness_bound_not_as_a_server_ceiling() {
         let busy = tokio::spawn(hog(Instant::now() + Duration::from_secs(120)));
         let o = ceiling(&url, &sdir, "starved", &out, &["--warmup-s", "1", "--trial-s", "2", "--quiet"]).await;
         busy.abort();
-        let c = read_json(&out.join("ceiling.json"));
+        let c = support::read_json(&out.join("ceiling.json"));
         validate_ceiling(&c);
         assert_eq!(c["answer"]["end"], "harness_bound", "{}", c["answer"]);
         assert!(c["answer"]["bracket"].is_null(), "no server ceiling may be claimed");

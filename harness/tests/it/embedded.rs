@@ -274,6 +274,7 @@ async fn per_replica_memory_limiters_break_the_shared_rate_limit_invariant() {
         ready_timeout: std::time::Duration::from_secs(120),
         replicas: 1,
         fault_settings: false,
+        extra_env: Vec::new(),
     };
     let env = {
         let _g = support::lock().await;

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod ab;
 mod artifacts;
 mod browser;
 mod ceiling;

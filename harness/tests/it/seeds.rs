@@ -27,6 +27,7 @@ async fn the_fixtures_build_the_fleet_idempotently_with_usable_agent_credentials
         ready_timeout: std::time::Duration::from_secs(120),
         replicas: 1,
         fault_settings: false,
+        extra_env: Vec::new(),
     };
     let env = {
         let _g = crate::support::lock().await;

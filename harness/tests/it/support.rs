@@ -169,6 +169,39 @@ pub fn validate(file: &str, instance: &serde_json::Value) {
     assert!(errors.is_empty(), "{errors:#?}");
 }
 
+/// A target on 127.0.0.1:0 whose `/ok` takes `service` per request, and with `stall` =
+/// `(every, extra)` every `every`-th request `extra` longer. It runs on its own two-thread
+/// runtime, so the generator's runtime does not delay its answers. (The runtime's timer wheel
+/// has 1-ms steps: a sleep of `d` ends at the first step after `d`, so each request takes `d`
+/// plus a uniform 0–1 ms, the same on both sides; a difference of service times stays, on
+/// average, that difference.)
+pub fn service_time_target(service: Duration, stall: Option<(u64, Duration)>) -> String {
+    let n = Arc::new(AtomicU64::new(0));
+    let serve = move |State(n): State<Arc<AtomicU64>>| async move {
+        let i = n.fetch_add(1, Ordering::Relaxed) + 1;
+        let d = match stall {
+            Some((every, extra)) if i.is_multiple_of(every) => service + extra,
+            _ => service,
+        };
+        tokio::time::sleep(d).await;
+        r#"{"ok": true}"#
+    };
+    let app = Router::new()
+        .route("/health", get(|| async { r#"{"status":"healthy"}"# }))
+        .route("/ok", get(serve))
+        .with_state(n);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    format!("http://{}", rx.recv().unwrap())
+}
+
 /// An embedded-mode run (throw-away PostgreSQL + the real `certctl-server`) with the project's
 /// fixtures: `run --seeds-dir seeds/ --quiet` followed by `args`, one embedded run at a time.
 /// `None` when the server binary is not built (only `cargo test -p certctl-loadtest` skips it).
@@ -185,6 +218,11 @@ pub async fn run_embedded(args: &[&str]) -> Option<certctl_loadtest::Outcome> {
         return None;
     }
     Some(o)
+}
+
+/// Reads a JSON file.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// Reads a run's summary.json as JSON.
