@@ -80,7 +80,11 @@ pub async fn run(
 ) -> Result<TrialResult, HarnessError> {
     let observers = Observers::start(env, sc, procs).await;
     let watch = match (&injector, env.pool) {
-        (Some(_), Some(p)) => Some(Watch::prepare(p, &env.cfg.base_urls, env.cfg.api_key.as_deref()).await?),
+        (Some(i), Some(p)) => {
+            let direct = i.server_urls();
+            let urls = if direct.is_empty() { &env.cfg.base_urls } else { &direct };
+            Some(Watch::prepare(p, urls, env.cfg.api_key.as_deref()).await?)
+        }
         _ => None,
     };
     let bounds = injector.as_ref().map(Injector::bounds);

@@ -99,6 +99,15 @@ impl<'a> Injector<'a> {
         Injector { faults, target, pool, instance_ids, bounds, cancel, ended: None }
     }
 
+    /// Every server's own URL (embedded; empty otherwise). The audit probe writes to these,
+    /// not through a balancer, so it knows which replica acknowledged each write.
+    pub fn server_urls(&self) -> Vec<String> {
+        match &self.target {
+            FaultTarget::Embedded(e) => e.base_urls.clone(),
+            FaultTarget::External { .. } => Vec::new(),
+        }
+    }
+
     /// The settings the figures depend on.
     pub fn bounds(&self) -> Bounds {
         self.bounds

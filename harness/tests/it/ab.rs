@@ -96,7 +96,7 @@ async fn a_service_time_of_2_4_ms_against_2_0_ms_is_a_regressed_p50() {
     assert!(o.message.contains("REGRESSED") && o.message.contains("get p50"), "{}", o.message);
     let p50 = j["comparisons"].as_array().unwrap().iter().find(|c| c["metric"] == "p50").unwrap();
     let r = p50["median_ratio"].as_f64().unwrap();
-    // 2.4 / 2.0 on the service time, diluted by the request overhead (and the timer's steps).
+    // 2.4 / 2.0 on the service time, diluted by the request overhead.
     assert!((1.03..=1.3).contains(&r), "median ratio {r}");
     assert_eq!(j["outcome"]["exit_code"], 1);
 }
