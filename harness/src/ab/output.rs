@@ -193,17 +193,13 @@ pub fn outcome(scenario: &str, comparisons: &[Comparison], strict: bool) -> Outc
 
 /// Writes `ab.json`, `report.md`, `report.html` and the chart.
 pub fn write(dir: &Path, ab: &Ab) -> Result<(), HarnessError> {
-    let p = dir.join(FILE);
-    let text = serde_json::to_string_pretty(ab).map_err(|e| HarnessError::Config(e.to_string()))?;
-    std::fs::write(&p, text + "\n").map_err(|e| HarnessError::io(&p, e))?;
+    crate::report::write_json(dir, FILE, ab)?;
     render(dir)
 }
 
 /// Reads `ab.json` of a directory.
 pub fn read(dir: &Path) -> Result<Ab, HarnessError> {
-    let p = dir.join(FILE);
-    let text = std::fs::read_to_string(&p).map_err(|e| HarnessError::io(&p, e))?;
-    serde_json::from_str(&text).map_err(|e| HarnessError::Config(format!("{}: {e}", p.display())))
+    crate::report::read_json(dir, FILE)
 }
 
 /// (Re-)renders `report.md`, `report.html` and the chart from `ab.json`.

@@ -338,17 +338,13 @@ pub fn slo_text(sc: &ResolvedScenario, c: &Criteria) -> String {
 
 /// Writes `ceiling.json`, `report.md`, `report.html` and the knee chart.
 pub fn write(dir: &Path, c: &Ceiling) -> Result<(), HarnessError> {
-    let p = dir.join(FILE);
-    let text = serde_json::to_string_pretty(c).map_err(|e| HarnessError::Config(e.to_string()))?;
-    std::fs::write(&p, text + "\n").map_err(|e| HarnessError::io(&p, e))?;
+    crate::report::write_json(dir, FILE, c)?;
     render(dir)
 }
 
 /// Reads `ceiling.json` of a run directory.
 pub fn read(dir: &Path) -> Result<Ceiling, HarnessError> {
-    let p = dir.join(FILE);
-    let text = std::fs::read_to_string(&p).map_err(|e| HarnessError::io(&p, e))?;
-    serde_json::from_str(&text).map_err(|e| HarnessError::Config(format!("{}: {e}", p.display())))
+    crate::report::read_json(dir, FILE)
 }
 
 /// (Re-)renders `report.md`, `report.html` and the knee chart from `ceiling.json`.

@@ -55,6 +55,20 @@ pub fn label_summary(s: &LabelStats, sched: ScheduleCounts, target_rate: Option<
 /// Histograms read back from a run's hlogs: (scenario, tag) → whole-run histogram.
 pub type Spectra = BTreeMap<(String, String), hdrhistogram::Histogram<u64>>;
 
+/// Writes `value` as pretty JSON (with a final newline) to `dir/file`.
+pub fn write_json<T: serde::Serialize>(dir: &Path, file: &str, value: &T) -> Result<(), HarnessError> {
+    let p = dir.join(file);
+    let text = serde_json::to_string_pretty(value).map_err(|e| HarnessError::Config(e.to_string()))?;
+    std::fs::write(&p, text + "\n").map_err(|e| HarnessError::io(&p, e))
+}
+
+/// Reads `dir/file` as JSON of type `T` (an error names the file).
+pub fn read_json<T: serde::de::DeserializeOwned>(dir: &Path, file: &str) -> Result<T, HarnessError> {
+    let p = dir.join(file);
+    let text = std::fs::read_to_string(&p).map_err(|e| HarnessError::io(&p, e))?;
+    serde_json::from_str(&text).map_err(|e| HarnessError::Config(format!("{}: {e}", p.display())))
+}
+
 /// Re-renders a run directory: an `ab` directory (`ab.json`), a `ceiling` directory
 /// (`ceiling.json`) or a run's.
 pub fn render_any(dir: &Path) -> Result<(), HarnessError> {
