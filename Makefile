@@ -45,7 +45,7 @@ acme-e2e: deps
 BENCH_ARGS ?=
 bench-hotpath: deps
 	@bash scripts/ensure-wrk.sh
-	$(CARGO) build --workspace --release --locked
+	$(CARGO) build --workspace --release --all-targets --locked
 	python3 scripts/bench-hotpath.py --target-dir $(TARGET_DIR) $(BENCH_ARGS)
 ## Property-based API checks: schemathesis (pinned, in a virtualenv) over the OpenAPI document
 ## certctl-dev serves, with an admin and a non-admin key, fixed seed, bounded time (~4 min).
@@ -60,7 +60,7 @@ PROBE_ARGS ?=
 probe:
 	@bash scripts/ensure-postgres.sh
 	@python3 -c 'import cryptography' 2>/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-cryptography >/dev/null; } || { echo "make probe needs python3-cryptography (apt-get install python3-cryptography)" >&2; exit 1; }
-	$(CARGO) build --release -p certctl-server --bins --locked
+	$(CARGO) build --workspace --release --all-targets --locked
 	python3 scripts/probe.py --bin $(TARGET_DIR)/release/certctl-dev $(PROBE_ARGS)
 
 ## fmt + clippy, as CI runs them.

@@ -49,7 +49,7 @@ bash "$ROOT/scripts/ensure-postgres.sh"
 if [ ! -x "$BIN" ]; then
   log "building certctl-dev"
   case "$BIN" in
-    */release/*) cargo build --workspace --release --locked >&2 ;;
+    */release/*) cargo build --workspace --release --all-targets --locked >&2 ;;
     *) cargo build --workspace --locked >&2 ;;
   esac
 fi

@@ -13,7 +13,7 @@ log() { echo "bench-generator: $*" >&2; }
 
 bash scripts/ensure-wrk.sh
 bash scripts/ensure-postgres.sh
-cargo build --workspace --release --locked >&2
+cargo build --workspace --release --all-targets --locked >&2
 DEV="$TARGET_DIR/release/certctl-dev"
 LOADTEST="$TARGET_DIR/release/certctl-loadtest"
 

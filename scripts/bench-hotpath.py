@@ -414,7 +414,7 @@ def main():
     server_bin, loadtest_bin = target / "certctl-server", target / "certctl-loadtest"
     for b in (server_bin, loadtest_bin):
         if not b.exists():
-            sys.exit(f"bench-hotpath: {b} missing: cargo build --workspace --release --locked")
+            sys.exit(f"bench-hotpath: {b} missing: cargo build --workspace --release --all-targets --locked")
     wanted = args.endpoints.split(",")
     conns = [int(c) for c in args.conns.split(",")]
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1292,7 +1292,7 @@ def main():
                 logs.append(args.server_log)
         else:
             if not os.access(args.bin, os.X_OK):
-                print(f"probe: no certctl-dev at {args.bin} (cargo build --release -p certctl-server --bins --locked)", file=sys.stderr)
+                print(f"probe: no certctl-dev at {args.bin} (make probe builds it: cargo build --workspace --release --all-targets --locked)", file=sys.stderr)
                 return 2
             admin, reader = "probe-admin-" + secrets.token_hex(12), "probe-reader-" + secrets.token_hex(12)
             env = {"CERTCTL_API_KEYS_NAMED": f"probe-admin:{admin}:admin,probe-reader:{reader}",
