@@ -45,7 +45,7 @@ pub enum Command {
     Merge(MergeArgs),
     /// Re-render report.md, report.html, junit.xml and charts of a run (or a ceiling or ab) directory.
     Report(ReportArgs),
-    /// Trends across run directories: p50/p99 and throughput by commit, with change points.
+    /// Trends across run directories: p50/p99, throughput and ceilings by commit, with change points.
     Trend(TrendArgs),
     /// List scenarios, profiles and thresholds.
     List(ListArgs),
@@ -434,7 +434,7 @@ pub struct ReportArgs {
 /// `trend` options.
 #[derive(Debug, Clone, Args)]
 pub struct TrendArgs {
-    /// Run directories (each with a summary.json); other paths are skipped with a note.
+    /// Run directories (a summary.json, or ceiling.json here or one level down); others are skipped.
     #[arg(required = true, num_args = 1.., value_name = "RUN_DIR")]
     pub runs: Vec<PathBuf>,
     /// Directory to write trend.json, report.html and the charts to.

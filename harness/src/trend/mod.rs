@@ -1,11 +1,13 @@
 //! `trend DIR…`: how the numbers moved across runs (committed baselines, downloaded CI
 //! artifacts, merged runs), with persistent shifts flagged by change-point detection.
 //!
-//! Data flow: [`load_runs`] reads each directory's `summary.json` and orders the runs by
+//! Data flow: [`load_runs`] reads each directory's `summary.json` (or the `ceiling.json` of a
+//! `ceiling` search, in the directory or its immediate subdirectories) and orders the runs by
 //! commit time (`git show -s --format=%cI COMMIT` when the commit is in the local repository,
 //! else the run's `started_at`); [`series_of`] turns them into one series per scenario ×
 //! label × metric (corrected p50 and p99; the judged fleet renewal rate and the scheduler's
-//! certificates/s where a scenario has them); [`edivisive`] finds the change points of each
+//! certificates/s where a scenario has them; `ceiling_rate`, the confirmed ceiling of a
+//! search, label `_scenario` or the searched label); [`edivisive`] finds the change points of each
 //! series. [`write`] records it all as `trend.json` (schema `harness/schema/trend.schema.json`)
 //! and `report.html` with one chart and one table per scenario.
 
@@ -16,6 +18,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ceiling::output::{self as ceiling_out, Ceiling};
+use crate::ceiling::search::End;
 use crate::cli::TrendArgs;
 use crate::report::charts::{self, Axis, Chart, Panel, Series, label_groups, style};
 use crate::report::html::{self, Cell, Figure, Page, PageVerdict, Section, Table, fact};
@@ -127,34 +131,75 @@ fn commit_time(commit: &str) -> Option<String> {
     (out.status.success() && !t.is_empty()).then_some(t)
 }
 
+/// What one trend directory holds: a run's `summary.json`, or the `ceiling.json` of one
+/// `ceiling` search (the directory itself) or of several (its immediate subdirectories, as in a
+/// committed `artifacts/baselines/<date>-<sha>-ceiling/<scenario>/` set).
+#[derive(Debug, Clone)]
+pub enum RunData {
+    Summary(Box<Summary>),
+    Ceilings(Vec<Ceiling>),
+}
+
+/// The ceilings in `d` itself, else in its immediate subdirectories (sorted by name).
+fn ceilings_in(d: &Path) -> Result<Vec<Ceiling>, HarnessError> {
+    if d.join(ceiling_out::FILE).is_file() {
+        return Ok(vec![ceiling_out::read(d)?]);
+    }
+    let Ok(entries) = std::fs::read_dir(d) else { return Ok(Vec::new()) };
+    let mut subs: Vec<PathBuf> =
+        entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join(ceiling_out::FILE).is_file()).collect();
+    subs.sort();
+    subs.iter().map(|p| ceiling_out::read(p)).collect()
+}
+
+/// The run record of one directory, or `None` (with a message) when it holds neither file.
+fn load_run(d: &Path) -> Result<Option<(TrendRun, RunData)>, HarnessError> {
+    let (commit, started_at, profile, verdict, data) = if d.join(summary::FILE).is_file() {
+        let s = summary::read(d)?;
+        (
+            s.commit.clone(),
+            s.started_at.clone(),
+            s.profile.clone(),
+            s.verdict.reason.clone(),
+            RunData::Summary(Box::new(s)),
+        )
+    } else {
+        let cs = ceilings_in(d)?;
+        let Some(first) = cs.first() else {
+            eprintln!("certctl-loadtest: trend: skipping {} (no summary.json or ceiling.json)", d.display());
+            return Ok(None);
+        };
+        let verdict = cs.iter().map(|c| c.verdict.as_str()).collect::<Vec<_>>().join("; ");
+        (first.commit.clone(), first.started_at.clone(), "ceiling".to_string(), verdict, RunData::Ceilings(cs))
+    };
+    let (time, source) = match commit_time(&commit) {
+        Some(t) => (t, "commit"),
+        None => (started_at.clone(), "started_at"),
+    };
+    let run = TrendRun {
+        dir: d.display().to_string(),
+        commit,
+        time,
+        time_source: source.into(),
+        started_at,
+        profile,
+        verdict,
+    };
+    Ok(Some((run, data)))
+}
+
 /// Reads the runs among `dirs` and orders them by commit time (then start).
-pub fn load_runs(dirs: &[PathBuf]) -> Result<Vec<(TrendRun, Summary)>, HarnessError> {
+pub fn load_runs(dirs: &[PathBuf]) -> Result<Vec<(TrendRun, RunData)>, HarnessError> {
     let mut runs = Vec::new();
     for d in dirs {
-        if !d.join(summary::FILE).is_file() {
-            eprintln!("certctl-loadtest: trend: skipping {} (no summary.json)", d.display());
-            continue;
+        if let Some(r) = load_run(d)? {
+            runs.push(r);
         }
-        let s = summary::read(d)?;
-        let (time, source) = match commit_time(&s.commit) {
-            Some(t) => (t, "commit"),
-            None => (s.started_at.clone(), "started_at"),
-        };
-        runs.push((
-            TrendRun {
-                dir: d.display().to_string(),
-                commit: s.commit.clone(),
-                time,
-                time_source: source.into(),
-                started_at: s.started_at.clone(),
-                profile: s.profile.clone(),
-                verdict: s.verdict.reason.clone(),
-            },
-            s,
-        ));
     }
     if runs.is_empty() {
-        return Err(HarnessError::Config("trend: none of the given directories holds a summary.json".into()));
+        return Err(HarnessError::Config(
+            "trend: none of the given directories holds a summary.json or a ceiling.json".into(),
+        ));
     }
     let instant = |t: &str| chrono::DateTime::parse_from_rfc3339(t).map(|x| x.timestamp_millis()).unwrap_or(i64::MAX);
     runs.sort_by(|(a, _), (b, _)| {
@@ -164,7 +209,7 @@ pub fn load_runs(dirs: &[PathBuf]) -> Result<Vec<(TrendRun, Summary)>, HarnessEr
 }
 
 /// One series per scenario × label × metric, in first-seen order.
-pub fn series_of(runs: &[Summary]) -> Vec<TrendSeries> {
+pub fn series_of(runs: &[RunData]) -> Vec<TrendSeries> {
     let mut order: Vec<(String, String, String)> = Vec::new();
     let mut by_key: BTreeMap<(String, String, String), (String, Vec<Point>)> = BTreeMap::new();
     let mut add = |sc: &str, label: &str, metric: &str, unit: &str, run: usize, value: Option<f64>| {
@@ -175,7 +220,19 @@ pub fn series_of(runs: &[Summary]) -> Vec<TrendSeries> {
         }
         by_key.entry(key).or_insert_with(|| (unit.to_string(), Vec::new())).1.push(Point { run, value });
     };
-    for (i, s) in runs.iter().enumerate() {
+    for (i, data) in runs.iter().enumerate() {
+        let s = match data {
+            RunData::Summary(s) => s,
+            RunData::Ceilings(cs) => {
+                // A confirmed ceiling only: a harness-bound or seed-failing search has no rate
+                // that belongs in the server's history.
+                for c in cs.iter().filter(|c| c.answer.end == End::Found) {
+                    let label = c.label.as_deref().unwrap_or("_scenario");
+                    add(&c.scenario, label, "ceiling_rate", "per_s", i, c.answer.rate);
+                }
+                continue;
+            }
+        };
         for sc in &s.scenarios {
             for l in sc.labels.iter().filter(|l| l.count > 0) {
                 add(&sc.name, &l.label, "p50", "ms", i, Some(l.corrected.p50));
@@ -241,8 +298,8 @@ pub fn trend(args: &TrendArgs) -> Result<Outcome, HarnessError> {
         ..Params::default()
     };
     let loaded = load_runs(&args.runs)?;
-    let (runs, summaries): (Vec<TrendRun>, Vec<Summary>) = loaded.into_iter().unzip();
-    let mut series = series_of(&summaries);
+    let (runs, data): (Vec<TrendRun>, Vec<RunData>) = loaded.into_iter().unzip();
+    let mut series = series_of(&data);
     detect(&mut series, &runs, &params);
     let t = Trend {
         schema_version: SCHEMA_VERSION,
@@ -300,7 +357,7 @@ pub fn write(out: &Path, t: &Trend) -> Result<(), HarnessError> {
         facts: vec![fact("runs", t.runs.len()), fact("series", t.series.len()), fact("generated", &t.generated_at)],
         sections,
         tool: t.tool.clone(),
-        source: "the runs' summary.json files".into(),
+        source: "the runs' summary.json and ceiling.json files".into(),
     };
     html::write(out, &page)
 }

@@ -88,6 +88,19 @@ async fn trend_reads_the_committed_baselines() {
     assert!(!t["runs"].as_array().unwrap().is_empty());
     assert!(t["series"].as_array().unwrap().iter().any(|s| s["metric"] == "p99"));
     assert!(out.join("report.html").is_file());
+    // The committed ceiling searches (one directory, a subdirectory per scenario) are one run,
+    // with each scenario's confirmed ceiling as a series of its own.
+    assert!(t["runs"].as_array().unwrap().iter().any(|r| r["profile"] == "ceiling"), "{}", t["runs"]);
+    for sc in ["agent_storm", "api", "agent_fleet", "acme_enrollment"] {
+        let s = t["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["scenario"] == sc && s["metric"] == "ceiling_rate")
+            .unwrap_or_else(|| panic!("no ceiling_rate series for {sc}"));
+        assert_eq!(s["unit"], "per_s");
+        assert!(s["points"][0]["value"].as_f64().unwrap() > 0.0, "{s}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
