@@ -506,11 +506,9 @@ impl Embedded {
         Ok(())
     }
 
-    /// The postmaster's pid (its backends are its children), for CPU sampling.
-    pub fn postgres_pid(&self) -> Option<u32> {
-        let dir = self.cluster.as_ref()?.dir().to_path_buf();
-        let text = std::fs::read_to_string(dir.join("data").join("postmaster.pid")).ok()?;
-        text.lines().next()?.trim().parse().ok()
+    /// The postmaster's `postmaster.pid` (its backends are its children), for CPU sampling.
+    pub fn postgres_pid_file(&self) -> Option<std::path::PathBuf> {
+        Some(self.cluster.as_ref()?.dir().join("data").join("postmaster.pid"))
     }
 
     /// Waits until server `i` answers `/ready` with 200.

@@ -74,7 +74,7 @@ impl Target {
     /// The processes to sample (none in external mode).
     pub fn procs(&self) -> Procs {
         match &self.embedded {
-            Some(e) => Procs { server: e.pids.clone(), postgres: e.postgres_pid() },
+            Some(e) => Procs { server: e.pids.clone(), postgres: e.postgres_pid_file() },
             None => Procs::default(),
         }
     }

@@ -5,6 +5,7 @@
 //! generator that ran out of CPU. Each source is optional: external mode has no server or
 //! PostgreSQL pid, and a run without `--database-url` has no database.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -36,8 +37,14 @@ pub struct Sample {
 pub struct Procs {
     /// Server processes (summed: the replicas of a `--replicas N` run are one service).
     pub server: Vec<u32>,
-    /// The PostgreSQL postmaster (its children are summed with it).
-    pub postgres: Option<u32>,
+    /// The PostgreSQL postmaster's `postmaster.pid`, read again every second so that a
+    /// restarted PostgreSQL (a `db_restart` fault) is followed (its children are summed with it).
+    pub postgres: Option<PathBuf>,
+}
+
+/// The pid on the first line of a `postmaster.pid` file.
+pub fn pid_from_file(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.lines().next()?.trim().parse().ok()
 }
 
 /// `pid` and every process whose parent it is (one level: PostgreSQL's backends).
@@ -123,8 +130,12 @@ impl Sampler {
             };
             // Backends come and go: PostgreSQL's ticks are summed over whoever exists now, so
             // a backend that exited between two readings loses its last second (a lower bound).
-            let pg_ticks = || procs.postgres.map(|pm| with_children(pm).iter().filter_map(|p| cpu_ticks(*p)).sum());
-            let read = || (sum(&procs.server), cpu_ticks(me), pg_ticks(), Instant::now());
+            // The postmaster as of now, and its ticks (with its children's).
+            let pg = || {
+                let pm = procs.postgres.as_deref().and_then(pid_from_file)?;
+                Some((pm, with_children(pm).iter().filter_map(|p| cpu_ticks(*p)).sum::<u64>()))
+            };
+            let read = || (sum(&procs.server), cpu_ticks(me), pg(), Instant::now());
             let mut last = read();
             let mut samples = Vec::new();
             let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -143,7 +154,14 @@ impl Sampler {
                     },
                     cpu_percent: percent(now.0, last.0, tck, dt),
                     generator_cpu_percent: percent(now.1, last.1, tck, dt),
-                    postgres_cpu_percent: percent(now.2, last.2, tck, dt),
+                    // Across a PostgreSQL restart (another postmaster) the two readings are of
+                    // different processes: that second has no PostgreSQL figure.
+                    postgres_cpu_percent: match (now.2, last.2) {
+                        (Some((pm, t)), Some((last_pm, last_t))) if pm == last_pm => {
+                            percent(Some(t), Some(last_t), tck, dt)
+                        }
+                        _ => None,
+                    },
                     ..Sample::default()
                 };
                 last = now;
@@ -201,6 +219,19 @@ mod tests {
         let pid = std::process::id();
         assert!(rss_bytes(pid).unwrap() > 0);
         assert!(cpu_ticks(pid).is_some());
+    }
+
+    #[test]
+    fn the_postmaster_pid_is_the_first_line_of_its_pid_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("postmaster.pid");
+        assert_eq!(pid_from_file(&f), None);
+        std::fs::write(&f, "4242\n/var/lib/pg/data\n1764590000\n5432\n").unwrap();
+        assert_eq!(pid_from_file(&f), Some(4242));
+        std::fs::write(&f, "4243\n").unwrap();
+        assert_eq!(pid_from_file(&f), Some(4243), "read again, not cached");
+        std::fs::write(&f, "").unwrap();
+        assert_eq!(pid_from_file(&f), None);
     }
 
     #[test]

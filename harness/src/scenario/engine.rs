@@ -129,6 +129,8 @@ struct Shared {
     start: OnceLock<(Instant, SystemTime)>,
     released: Notify,
     created: Instant,
+    /// `cfg.base_url`, parsed once: every request's URL is joined to it.
+    base: Option<reqwest::Url>,
 }
 
 /// Lead between releasing the users and slot 0, so every user is asleep on its first slot.
@@ -231,6 +233,7 @@ pub async fn run_scenario(sc: &ResolvedScenario, cfg: &EngineConfig) -> Result<S
         start: OnceLock::new(),
         released: Notify::new(),
         created: Instant::now(),
+        base: reqwest::Url::parse(&cfg.base_url).ok(),
     });
     let attack = build_attack(sc, cfg, &shared, &labels, &user_counts)?;
     let progress = cfg.progress.then(|| spawn_progress(def.name.clone(), shared.clone(), sc.duration));
@@ -418,6 +421,25 @@ pub(crate) fn goose_method(m: Method) -> GooseMethod {
     }
 }
 
+/// A request of `path` (relative to the target, or an absolute URL) on the user's own client,
+/// with one URL parse. goose's `get_request_builder` resolves the same URL the same way, but
+/// parses it three times (as an absolute URL, joined to the host, and again from the string it
+/// copies it into).
+fn request_builder(user: &GooseUser, st: &Shared, m: Method, path: &str) -> Option<reqwest::RequestBuilder> {
+    let url = match &st.base {
+        Some(base) => base.join(path).ok()?,
+        None => reqwest::Url::parse(path).ok()?,
+    };
+    let method = match m {
+        Method::Get | Method::Client => reqwest::Method::GET,
+        Method::Head => reqwest::Method::HEAD,
+        Method::Post => reqwest::Method::POST,
+        Method::Put => reqwest::Method::PUT,
+        Method::Delete => reqwest::Method::DELETE,
+    };
+    Some(user.client.request(method, url))
+}
+
 /// Sends request `i` with sequence `seq` and records it. Never fails: every failure is an
 /// outcome to count, not an error to propagate.
 async fn fire(user: &mut GooseUser, st: &Shared, i: usize, seq: u64, intended: Instant, started: Instant) {
@@ -436,10 +458,9 @@ async fn fire(user: &mut GooseUser, st: &Shared, i: usize, seq: u64, intended: I
             path = format!("{base}{path}");
         }
     }
-    let method = goose_method(req.method);
-    let (outcome, rate_limited) = match user.get_request_builder(&method, &path) {
-        Err(_) => (Outcome::Transport, false),
-        Ok(mut rb) => {
+    let (outcome, rate_limited) = match request_builder(user, st, req.method, &path) {
+        None => (Outcome::Transport, false),
+        Some(mut rb) => {
             match req.auth {
                 Auth::None => {}
                 Auth::ApiKey => {
