@@ -409,24 +409,17 @@ async fn closed_loop(user: &mut GooseUser, st: Arc<Shared>) -> TransactionResult
     Ok(())
 }
 
-pub(crate) fn goose_method(m: Method) -> GooseMethod {
-    match m {
-        Method::Get => GooseMethod::Get,
-        Method::Head => GooseMethod::Head,
-        Method::Post => GooseMethod::Post,
-        Method::Put => GooseMethod::Put,
-        Method::Delete => GooseMethod::Delete,
-        // Never sent: CLIENT labels are follow-ups that flows time without HTTP (validated).
-        Method::Client => GooseMethod::Get,
-    }
-}
-
 /// A request of `path` (relative to the target, or an absolute URL) on the user's own client,
 /// with one URL parse. goose's `get_request_builder` resolves the same URL the same way, but
 /// parses it three times (as an absolute URL, joined to the host, and again from the string it
 /// copies it into).
-fn request_builder(user: &GooseUser, st: &Shared, m: Method, path: &str) -> Option<reqwest::RequestBuilder> {
-    let url = match &st.base {
+pub(crate) fn request_builder(
+    user: &GooseUser,
+    base: Option<&reqwest::Url>,
+    m: Method,
+    path: &str,
+) -> Option<reqwest::RequestBuilder> {
+    let url = match base {
         Some(base) => base.join(path).ok()?,
         None => reqwest::Url::parse(path).ok()?,
     };
@@ -445,7 +438,8 @@ fn request_builder(user: &GooseUser, st: &Shared, m: Method, path: &str) -> Opti
 async fn fire(user: &mut GooseUser, st: &Shared, i: usize, seq: u64, intended: Instant, started: Instant) {
     let Some(req) = st.requests.get(i) else { return };
     if let Some(flow) = req.flow.as_deref() {
-        let ctx = flows::FlowCtx { cfg: &st.cfg, requests: &st.requests, recorder: &st.recorder };
+        let ctx =
+            flows::FlowCtx { cfg: &st.cfg, base: st.base.as_ref(), requests: &st.requests, recorder: &st.recorder };
         flows::run(flow, user, &ctx, i, seq, intended, started).await;
         return;
     }
@@ -458,7 +452,7 @@ async fn fire(user: &mut GooseUser, st: &Shared, i: usize, seq: u64, intended: I
             path = format!("{base}{path}");
         }
     }
-    let (outcome, rate_limited) = match request_builder(user, st, req.method, &path) {
+    let (outcome, rate_limited) = match request_builder(user, st.base.as_ref(), req.method, &path) {
         None => (Outcome::Transport, false),
         Some(mut rb) => {
             match req.auth {

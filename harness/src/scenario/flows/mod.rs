@@ -24,7 +24,7 @@ use std::time::Instant;
 use goose::prelude::*;
 
 use super::RequestDef;
-use super::engine::{EngineConfig, goose_method, judge};
+use super::engine::{EngineConfig, judge, request_builder};
 use crate::metrics::{Outcome, Recorder};
 
 /// Flow names a request may carry.
@@ -43,6 +43,8 @@ pub fn follow_ups(flow: &str) -> &'static [&'static str] {
 pub struct FlowCtx<'a> {
     /// Where and how to send.
     pub cfg: &'a EngineConfig,
+    /// `cfg.base_url`, parsed once per run (relative flow URLs are joined to it).
+    pub base: Option<&'a reqwest::Url>,
     /// The scenario's requests (labels by index).
     pub requests: &'a [RequestDef],
     /// The run's recorder.
@@ -118,50 +120,39 @@ pub struct Send<'a> {
     pub started: Instant,
 }
 
-/// Sends through goose, reads the whole body, classifies and records it. Returns the answer
+/// Sends on the user's client (as the engine's plain requests do), reads the whole body, classifies and records it. Returns the answer
 /// when it was a success by the label's `expect` and checks, `None` otherwise (already
 /// counted as an error of its class).
 pub async fn send(user: &mut GooseUser, ctx: &FlowCtx<'_>, s: Send<'_>) -> Option<Answer> {
     let req = ctx.requests.get(s.label)?;
-    let method = goose_method(req.method);
-    let (outcome, rate_limited, answer) = match user.get_request_builder(&method, s.url) {
-        Err(_) => (Outcome::Transport, false, None),
-        Ok(mut rb) => {
+    let (outcome, rate_limited, answer) = match request_builder(user, ctx.base, req.method, s.url) {
+        None => (Outcome::Transport, false, None),
+        Some(mut rb) => {
             if let Some(b) = s.bearer {
                 rb = rb.bearer_auth(b);
             }
             if let Some((ct, body)) = s.body {
                 rb = rb.header("content-type", ct).body(body);
             }
-            let greq = GooseRequest::builder()
-                .method(method)
-                .path(s.url)
-                .name(req.label.as_str())
-                .set_request_builder(rb)
-                .build();
-            match user.request(greq).await {
+            match rb.send().await {
                 Err(_) => (Outcome::Transport, false, None),
-                Ok(gr) => match gr.response {
-                    Err(_) => (Outcome::Transport, false, None),
-                    Ok(resp) => {
-                        let status = resp.status().as_u16();
-                        let headers = resp.headers().clone();
-                        match resp.bytes().await {
-                            Err(_) => (Outcome::Transport, false, None),
-                            Ok(body) => {
-                                let header_ok =
-                                    req.check_header.as_ref().is_none_or(|h| headers.contains_key(h.as_str()));
-                                let ct = headers
-                                    .get("content-type")
-                                    .and_then(|v| v.to_str().ok())
-                                    .unwrap_or_default()
-                                    .to_string();
-                                let (o, rl) = judge(req, status, header_ok, &ct, &body);
-                                (o, rl, Some(Answer { status, headers, body: body.to_vec() }))
-                            }
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let headers = resp.headers().clone();
+                    match resp.bytes().await {
+                        Err(_) => (Outcome::Transport, false, None),
+                        Ok(body) => {
+                            let header_ok = req.check_header.as_ref().is_none_or(|h| headers.contains_key(h.as_str()));
+                            let ct = headers
+                                .get("content-type")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_string();
+                            let (o, rl) = judge(req, status, header_ok, &ct, &body);
+                            (o, rl, Some(Answer { status, headers, body: body.to_vec() }))
                         }
                     }
-                },
+                }
             }
         }
     };
